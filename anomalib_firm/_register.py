@@ -1,0 +1,74 @@
+"""Adds our models and data modules to anomalib's name spaces (called by :mod:`anomalib_firm._hook`).
+
+After :func:`register_models`:
+
+- ``anomalib train --model FIRM`` / ``--model Firm`` resolve (jsonargparse matches the class
+  ``__name__`` of imported :class:`AnomalibModule` subclasses, case-sensitively: ``FIRM``
+  is an alias subclass of ``Firm``);
+- ``anomalib.models.get_model("firm")`` and ``anomalib benchmark`` configs with
+  ``class_path: Firm`` or ``anomalib_firm.models.Firm`` work (the latter needs the module in
+  ``anomalib.models.ALLOWED_MODULES``).
+
+:func:`register_data` does the same for ``anomalib.data.get_datamodule`` and ``--data``.
+:func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` actually seed (anomalib 2.7
+declares the option but never applies it).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_MODEL_MODULES = (
+    "anomalib_firm.models.image.firm",
+    "anomalib_firm.models.image.msc",
+    "anomalib_firm.models.image.mcl",
+)
+_DATA_MODULE = "anomalib_firm.data"
+
+
+def _export_names(target_module_name: str, source_module_name: str) -> None:
+    """Set every name of ``source.__all__`` on ``target`` (skipping source modules not written yet)."""
+    try:
+        source = importlib.import_module(source_module_name)
+    except ModuleNotFoundError as error:
+        if error.name != source_module_name:
+            raise
+        return
+    target = importlib.import_module(target_module_name)
+    for name in getattr(source, "__all__", ()):
+        setattr(target, name, getattr(source, name))
+        if hasattr(target, "__all__") and name not in target.__all__:
+            target.__all__.append(name)
+
+
+def register_models() -> None:
+    """Expose our models on ``anomalib.models`` and allow ``anomalib_firm.models.*`` class paths."""
+    models = importlib.import_module("anomalib.models")  # still loading: not yet an attribute of anomalib
+    models.ALLOWED_MODULES.add("anomalib_firm.models")
+    for module_name in _MODEL_MODULES:
+        _export_names("anomalib.models", module_name)
+
+
+def register_data() -> None:
+    """Expose our one-vs-rest data modules on ``anomalib.data``."""
+    _export_names("anomalib.data", _DATA_MODULE)
+
+
+def patch_cli() -> None:
+    """Apply an integer ``--seed_everything`` before the CLI instantiates model and data."""
+    from anomalib.cli.cli import AnomalibCLI
+
+    original = AnomalibCLI.before_instantiate_classes
+    if getattr(original, "_anomalib_firm_seeded", False):
+        return
+
+    def before_instantiate_classes(self: AnomalibCLI) -> None:
+        seed = self.config.get(str(self.config.get("subcommand")), self.config).get("seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            from lightning.pytorch import seed_everything
+
+            seed_everything(seed, workers=True)
+        original(self)
+
+    before_instantiate_classes._anomalib_firm_seeded = True  # type: ignore[attr-defined]
+    AnomalibCLI.before_instantiate_classes = before_instantiate_classes  # type: ignore[method-assign]

@@ -1,0 +1,109 @@
+"""Encoders: ResNets with the CIFAR stem, and any timm/torchvision network by name.
+
+The CIFAR stem (3x3 stride-1 first convolution, no max-pool) keeps a 32x32 input at 32x32
+in the first stage; it is what FIRM and MCL train from scratch on small images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34 block)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Map (B, C_in, H, W) to (B, C_out, H / stride, W / stride)."""
+        out = self.relu(self.bn1(self.conv1(inputs)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(inputs))
+
+
+class CifarResNet(nn.Module):
+    """ResNet with the CIFAR stem; returns the globally average-pooled features (B, 512).
+
+    Args:
+        blocks_per_stage: Number of :class:`BasicBlock` per stage: (2, 2, 2, 2) is ResNet-18,
+            (3, 4, 6, 3) is ResNet-34.
+        in_channels: Input channels.
+    """
+
+    def __init__(self, blocks_per_stage: tuple[int, int, int, int], in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        widths = (64, 128, 256, 512)
+        stages = []
+        channels = 64
+        for stage_index, (width, num_blocks) in enumerate(zip(widths, blocks_per_stage, strict=True)):
+            stride = 1 if stage_index == 0 else 2
+            blocks = [BasicBlock(channels, width, stride)]
+            blocks += [BasicBlock(width, width) for _ in range(num_blocks - 1)]
+            stages.append(nn.Sequential(*blocks))
+            channels = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Kaiming fan-out initialisation, as the reference ResNets."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map normalised images (B, C, H, W) to pooled features (B, 512)."""
+        out = self.relu(self.bn1(self.conv1(images)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return torch.flatten(self.pool(out), 1)
+
+
+_CIFAR_RESNETS = {
+    "resnet18_cifar": (2, 2, 2, 2),
+    "resnet34_cifar": (3, 4, 6, 3),
+}
+
+
+def build_encoder(name: str) -> tuple[nn.Module, int]:
+    """Build a randomly initialised encoder by name; return it with its feature dimension.
+
+    Args:
+        name: ``resnet18_cifar`` or ``resnet34_cifar`` (CIFAR stem), or any timm model name
+            (``timm:<name>`` or plain), built without its classifier.
+
+    Returns:
+        The encoder, mapping (B, 3, H, W) to (B, D), and D.
+    """
+    if name in _CIFAR_RESNETS:
+        encoder = CifarResNet(_CIFAR_RESNETS[name])
+        return encoder, encoder.feature_dim
+    import timm
+
+    timm_name = name.removeprefix("timm:")
+    if not timm.is_model(timm_name):
+        msg = f"Unknown backbone {name!r}: use one of {sorted(_CIFAR_RESNETS)} or a timm model name."
+        raise ValueError(msg)
+    encoder = timm.create_model(timm_name, pretrained=False, num_classes=0)
+    return encoder, int(encoder.num_features)

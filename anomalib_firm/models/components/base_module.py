@@ -1,0 +1,218 @@
+"""Lightning behaviour shared by FIRM, MSC and MCL.
+
+All three train a network contrastively and then score test images against statistics of
+the normal training images (a k-NN feature bank, or class-conditional Gaussians). This mixin owns
+that life cycle so each model only writes its loss step and its scorer fit:
+
+- pre-processor: resize only; normalisation happens inside the torch model, so batched
+  training augmentations work on [0, 1] images and exports include the normalisation;
+- the scorer is re-fitted on the normal training images at the start of validation, test and
+  prediction whenever the network has trained since the last fit (or nothing was fitted);
+- a non-finite loss stops training with a clear error (checked one step late on an
+  accelerator, so training never waits for the device);
+- bf16 autocast and channels_last on CUDA (``mixed_precision``), nothing on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.pre_processing import PreProcessor
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+from torchvision.transforms.v2 import Resize
+
+logger = logging.getLogger(__name__)
+
+
+class ContrastiveAnomalyMixin:
+    """Mixin for the contrastive models: scorer fitting, NaN guard, mixed precision.
+
+    Put it before :class:`AnomalibModule` (``class Firm(ContrastiveAnomalyMixin, AnomalibModule)``):
+    anomalib's ``get_model("firm")`` only finds direct subclasses of ``AnomalibModule``.
+
+    Args:
+        image_size: Side of the square images the network sees (the pre-processor resizes).
+        mixed_precision: On CUDA, train under bf16 autocast with channels_last tensors.
+            Ignored on the CPU.
+        max_epochs: Optional trainer ``max_epochs`` imposed by the model (for ``anomalib
+            benchmark``, whose trainer cannot be configured); ``None`` leaves the trainer's.
+        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+    """
+
+    model: nn.Module
+    trainer: Any
+    device: torch.device
+    pre_processor: Any
+    name: str
+    global_step: int
+    log: Any
+
+    def __init__(
+        self,
+        image_size: int,
+        mixed_precision: bool = True,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Any = True,  # noqa: ANN401 - anomalib's own signature
+        visualizer: Any = True,  # noqa: ANN401
+    ) -> None:
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor((image_size, image_size))
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.image_size = image_size
+        self.mixed_precision = mixed_precision
+        self.max_epochs = max_epochs
+        self._scorer_stale = False
+        self._pending_loss: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- anomalib contract
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize only (normalisation is part of the torch model)."""
+        return PreProcessor(transform=Resize(image_size or (32, 32), antialias=True))
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation (the scorer needs a trained network); optional ``max_epochs``."""
+        arguments: dict[str, Any] = {"num_sanity_val_steps": 0}
+        if self.max_epochs is not None:
+            arguments["max_epochs"] = self.max_epochs
+        return arguments
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on normal images only."""
+        return LearningType.ONE_CLASS
+
+    # ----------------------------------------------------------------- model-specific parts
+    @abstractmethod
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """Contrastive loss of one training batch (images already resized, in [0, 1])."""
+
+    @abstractmethod
+    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
+        """Fit the scorer (bank, Gaussians) on batches of normal training images, in eval mode."""
+
+    @abstractmethod
+    def scorer_is_empty(self) -> bool:
+        """True while the scorer holds no statistics (fresh model)."""
+
+    @property
+    def min_train_images(self) -> int:
+        """Fewest normal training images the scorer can work with."""
+        return 1
+
+    # ----------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        """Check the normal set before any step; move the network to channels_last on CUDA."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        train_data = getattr(datamodule, "train_data", None)
+        if train_data is not None:
+            num_images = len(train_data)
+            if num_images < self.min_train_images:
+                msg = (
+                    f"{self.name} needs at least {self.min_train_images} normal training images "
+                    f"(see num_neighbors / the data module's category), but the training set has {num_images}."
+                )
+                raise ValueError(msg)
+        if self._use_mixed_precision:
+            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def _use_mixed_precision(self) -> bool:
+        return self.mixed_precision and self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA when ``mixed_precision``; a no-op elsewhere."""
+        if self._use_mixed_precision:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def as_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in the memory format the network was put in."""
+        if self._use_mixed_precision:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """One contrastive step over the whole batch."""
+        del args, kwargs
+        loss = self.compute_loss(batch)
+        self._guard_finite(loss)
+        self._scorer_stale = True
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, logger=True)
+        return {"loss": loss}
+
+    def _guard_finite(self, loss: torch.Tensor) -> None:
+        """Raise on a NaN/inf loss: at once on the CPU, one step late on an accelerator (no sync)."""
+        pending, self._pending_loss = self._pending_loss, loss.detach()
+        to_check = loss.detach() if loss.device.type == "cpu" else pending
+        if to_check is not None and not bool(torch.isfinite(to_check)):
+            msg = (
+                f"{self.name}: the training loss became {to_check.item()} at step {self.global_step}. "
+                "Lower the learning rate (model.lr), check the input images for NaN/inf values, "
+                "or disable mixed_precision."
+            )
+            raise FloatingPointError(msg)
+
+    def on_train_epoch_end(self) -> None:
+        """Check the last loss of the epoch too."""
+        if self._pending_loss is not None and not bool(torch.isfinite(self._pending_loss)):
+            msg = f"{self.name}: the training loss became {self._pending_loss.item()} at the end of the epoch."
+            raise FloatingPointError(msg)
+
+    # ----------------------------------------------------------------- scoring
+    def on_validation_start(self) -> None:
+        """Fit the scorer on the trained network."""
+        self._refresh_scorer()
+
+    def on_test_start(self) -> None:
+        """Fit the scorer if the network trained since (or nothing is fitted)."""
+        self._refresh_scorer()
+
+    def on_predict_start(self) -> None:
+        """Fit the scorer if the network trained since (or nothing is fitted)."""
+        self._refresh_scorer()
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Score the batch (the post-processor learns threshold and normalisation from it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def _refresh_scorer(self) -> None:
+        if not (self._scorer_stale or self.scorer_is_empty()):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+            msg = (
+                f"{self.name} has no fitted scorer and no data module to fit it from: pass a data module "
+                "with the normal training images, or load a trained checkpoint (ckpt_path)."
+            )
+            raise RuntimeError(msg)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            self.fit_scorer(self._normal_images(datamodule.train_dataloader()))
+        self.model.train(was_training)
+        self._scorer_stale = False
+
+    def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:  # noqa: ANN401
+        """Resized normal training images, batch by batch, on the model's device."""
+        transform = self.pre_processor.transform if self.pre_processor is not None else None
+        for batch in loader:
+            images = batch.image.to(self.device, non_blocking=True)
+            yield transform(images) if transform is not None else images

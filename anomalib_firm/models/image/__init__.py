@@ -1,0 +1,1 @@
+"""Image anomaly detection models."""

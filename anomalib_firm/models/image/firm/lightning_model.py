@@ -1,0 +1,189 @@
+"""FIRM as an anomalib model.
+
+Paper: "FIRM: Focused In-distribution Representation Modeling" (Lunardi, Banabila, Herzalla,
+Andreoni, arXiv 2501.05130, ECAI 2025).
+
+Each training batch of B normal images becomes 4B items (the image and its 90/180/270
+degree rotations as synthetic outliers); each item gets two random views made on the
+model's device; the FIRM loss pulls the inliers together and keeps the outliers apart.
+After training, the encoder features of all normal training images (in the four rotations)
+form the bank; a test image scores by its k-NN cosine similarity to it.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_firm.data import Digits
+    >>> from anomalib_firm.models import Firm
+    >>> engine = Engine(max_epochs=20)
+    >>> engine.train(Firm(image_size=16), datamodule=Digits(category="0"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from anomalib.data import Batch
+from anomalib.models.components import AnomalibModule
+from torch import nn
+
+from anomalib_firm.models.components.augmentations import ContrastiveViews
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.schedules import one_cycle_factor
+
+from .loss import FirmLoss, LossLayout
+from .torch_model import FirmModel, ScoreType
+
+logger = logging.getLogger(__name__)
+
+
+class Firm(ContrastiveAnomalyMixin, AnomalibModule):
+    """FIRM: contrastive training with rotation outliers, k-NN cosine scoring.
+
+    Args:
+        backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` or a timm name.
+        image_size: Side of the square network input (32 for CIFAR-like data).
+        head_hidden_dim: Hidden width of the projection head.
+        head_layers: Linear layers of the projection head.
+        embedding_dim: Embedding dimension of the head.
+        temperature: Loss temperature.
+        loss_layout: ``pairwise`` (paper) or ``concat`` (authors' packaged loss).
+        use_class_labels: Multi-class ID: inliers are positives only of inliers of the same
+            class (needs a data module providing ``class_label``, e.g. several categories).
+        crop_scale: Area range of the training RandomResizedCrop.
+        jitter: Colour-jitter strength (brightness, contrast, saturation and hue).
+        blur_probability: Probability of the Gaussian blur (kernel 3).
+        score: ``cos_k``, ``angled`` (default) or ``ensemble``.
+        num_neighbors: k of the k-NN score.
+        num_crops: Crops of the ``ensemble`` score.
+        eval_zoom: Test view = resize by this factor and centre crop back (36/32 in the paper).
+        lr: SGD learning rate (peak of the one-cycle schedule).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        warmup_fraction: Warm-up share of the one-cycle schedule.
+        mixed_precision: bf16 autocast + channels_last on CUDA.
+        max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
+        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18_cifar",
+        image_size: int = 32,
+        head_hidden_dim: int = 1024,
+        head_layers: int = 8,
+        embedding_dim: int = 128,
+        temperature: float = 0.2,
+        loss_layout: LossLayout = "pairwise",
+        use_class_labels: bool = False,
+        crop_scale: tuple[float, float] = (0.25, 1.0),
+        jitter: float = 0.4,
+        blur_probability: float = 0.75,
+        score: ScoreType = "angled",
+        num_neighbors: int = 5,
+        num_crops: int = 10,
+        eval_zoom: float = 36 / 32,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        warmup_fraction: float = 0.01,
+        mixed_precision: bool = True,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Any = True,  # noqa: ANN401
+        visualizer: Any = True,  # noqa: ANN401
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            mixed_precision=mixed_precision,
+            max_epochs=max_epochs,
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = FirmModel(
+            backbone=backbone,
+            head_hidden_dim=head_hidden_dim,
+            head_layers=head_layers,
+            embedding_dim=embedding_dim,
+            score=score,
+            num_neighbors=num_neighbors,
+            num_crops=num_crops,
+            eval_zoom=eval_zoom,
+        )
+        self.loss = FirmLoss(temperature=temperature, layout=loss_layout)
+        self.views = ContrastiveViews(
+            image_size,
+            crop_scale=crop_scale,
+            crop_ratio=(1.0, 1.0),
+            jitter=(jitter, jitter, jitter, jitter),
+            jitter_probability=1.0,
+            blur_probability=blur_probability,
+            blur_kernel_size=3,
+        )
+        self.use_class_labels = use_class_labels
+        self.num_neighbors = num_neighbors
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
+
+    @property
+    def min_train_images(self) -> int:
+        """The k-NN needs at least k normal images."""
+        return self.num_neighbors
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD with a per-step one-cycle schedule (1% cosine warm-up, cosine decay)."""
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: one_cycle_factor(step, total_steps, self.warmup_fraction)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """Rotation outliers, two on-device views per item, FIRM loss."""
+        items, rotation_ids = expand_rotations(batch.image)
+        class_labels = self._class_labels(batch)
+        with self.autocast():
+            views = self.as_input(torch.cat([self.views(items), self.views(items)]))
+            view1, view2 = self.model(views).float().chunk(2)
+        return self.loss(view1, view2, rotation_ids == 0, class_labels)
+
+    def _class_labels(self, batch: Batch) -> torch.Tensor | None:
+        if not self.use_class_labels:
+            return None
+        labels = getattr(batch, "class_label", None)
+        if labels is None:
+            msg = (
+                "use_class_labels=True needs class labels in the batch: use one of anomalib_firm's "
+                "one-vs-rest data modules (e.g. CIFAR10 with several categories)."
+            )
+            raise ValueError(msg)
+        return labels.repeat(NUM_ROTATIONS)
+
+    def scorer_is_empty(self) -> bool:
+        """True until the bank was built."""
+        return self.model.bank.is_empty
+
+    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
+        """Bank = normalised encoder features of every normal training image in the 4 rotations."""
+        features = [nn.functional.normalize(self.model.rotation_features(batch), dim=-1) for batch in images]
+        self.model.bank.update(torch.cat(features, dim=1))
+        logger.info("FIRM bank built from %d normal images.", self.model.bank.size)
+
+
+class FIRM(Firm):
+    """Alias of :class:`Firm`, so that ``anomalib train --model FIRM`` works (names match exactly)."""
+
+    @property
+    def name(self) -> str:
+        """Results land under ``Firm`` either way."""
+        return "Firm"
