@@ -79,6 +79,7 @@ class FirmModel(nn.Module):
         self.num_neighbors = num_neighbors
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.eval_zoom = eval_zoom
         self.register_buffer("eval_box", centre_box(eval_zoom), persistent=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -96,7 +97,7 @@ class FirmModel(nn.Module):
 
     def rotation_features(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder features of the evaluation view of the 4 rotations: (B, 3, H, W) -> (4, B, D)."""
-        if self.eval_box[0, 2] < 1:
+        if self.eval_zoom != 1:
             images = crop_and_resize(images, self.eval_box.expand(images.shape[0], 4), tuple(images.shape[-2:]))
         rotated, _ = expand_rotations(images)
         features = self.encoder(self.normalize(rotated))

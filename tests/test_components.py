@@ -1,0 +1,168 @@
+"""Shared components: batched augmentations, rotations, k-NN scores, schedules, heads, encoders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from anomalib_firm.models.components import augmentations as aug
+from anomalib_firm.models.components.backbones import build_encoder
+from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
+from anomalib_firm.models.components.heads import ProjectionHead
+from anomalib_firm.models.components.rotations import expand_rotations
+from anomalib_firm.models.components.schedules import cosine_factor, one_cycle_factor
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(
+    "make_views", [aug.firm_views, aug.msc_views, aug.mcl_views], ids=["firm", "msc", "mcl"]
+)
+def test_views_keep_dtype_device_and_differ_per_sample(images, make_views):
+    torch.manual_seed(0)
+    views = make_views(16)(images)
+    assert views.shape == images.shape
+    assert views.dtype == images.dtype
+    assert views.device == images.device
+    assert views.min() >= 0
+    assert views.max() <= 1
+    # Same image in every row: each row must still get its own random draw.
+    same = images[:1].expand(6, -1, -1, -1)
+    views = make_views(16)(same)
+    differences = (views[:, None] - views[None]).abs().flatten(2).amax(-1)
+    off_diagonal = differences[~torch.eye(6, dtype=torch.bool)]
+    assert (off_diagonal > 1e-3).all()
+
+
+def test_views_output_size_and_seeded_reproducibility(images):
+    torch.manual_seed(1)
+    first = aug.firm_views(24)(images)
+    torch.manual_seed(1)
+    second = aug.firm_views(24)(images)
+    assert first.shape == (6, 3, 24, 24)
+    assert torch.equal(first, second)
+
+
+def test_hue_matches_torchvision(images):
+    shifts = torch.tensor([0.1, -0.2, 0.3, 0.0, -0.5, 0.45])
+    expected = torch.stack([TF.adjust_hue(image, float(shift)) for image, shift in zip(images, shifts)])
+    assert torch.allclose(aug.adjust_hue(images, shifts), expected, atol=1e-5)
+
+
+def test_blur_matches_torchvision(images):
+    blurred = aug.gaussian_blur(images, kernel_size=3, sigma=(0.8, 0.8))
+    expected = TF.gaussian_blur(images, [3, 3], [0.8, 0.8])
+    assert torch.allclose(blurred, expected, atol=1e-5)
+
+
+def test_full_box_crop_is_identity(images):
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(6, 4)
+    assert torch.allclose(aug.crop_and_resize(images, boxes, 16), images, atol=1e-5)
+    flipped = aug.crop_and_resize(images, boxes, 16, flip_horizontal=torch.ones(6, dtype=torch.bool))
+    assert torch.allclose(flipped, images.flip(-1), atol=1e-5)
+
+
+def test_quadrant_crop(images):
+    boxes = torch.tensor([[0.5, 0.0, 0.5, 0.5]]).expand(6, 4)  # top-right quadrant, upsampled x2
+    crop = aug.crop_and_resize(images, boxes, 8)  # same size as the quadrant: exact pixels
+    assert torch.allclose(crop, images[:, :, :8, 8:], atol=1e-5)
+
+
+def test_crop_boxes_respect_scale_and_ratio():
+    boxes = aug.sample_crop_boxes(2000, (0.25, 1.0), (1.0, 1.0), torch.empty(0))
+    area = boxes[:, 2] * boxes[:, 3]
+    assert area.min() >= 0.25 - 1e-6
+    assert area.max() <= 1 + 1e-6
+    assert torch.allclose(boxes[:, 2], boxes[:, 3])
+    assert (boxes[:, 0] + boxes[:, 2] <= 1 + 1e-6).all()
+
+
+def test_brightness_only_jitter_matches_torchvision(images):
+    torch.manual_seed(0)
+    jittered = aug.color_jitter(images, brightness=0.4, contrast=0, saturation=0, hue=0)
+    torch.manual_seed(0)
+    factors = torch.rand(6) * 0.8 + 0.6  # the first draw of color_jitter
+    expected = torch.stack([TF.adjust_brightness(image, float(f)) for image, f in zip(images, factors)])
+    assert torch.allclose(jittered, expected, atol=1e-6)
+
+
+def test_grayscale_and_flip_probabilities(images):
+    assert torch.equal(aug.random_grayscale(images, 0.0), images)
+    grey = aug.random_grayscale(images, 1.0)
+    assert torch.allclose(grey[:, 0], grey[:, 1])
+    assert torch.equal(aug.random_flip(images, 1.0, dim=-2), images.flip(-2))
+
+
+def test_expand_rotations(images):
+    rotated, ids = expand_rotations(images)
+    assert rotated.shape == (24, 3, 16, 16)
+    assert ids.tolist() == [0] * 6 + [1] * 6 + [2] * 6 + [3] * 6
+    assert torch.equal(rotated[6], torch.rot90(images[0], 1, dims=(-2, -1)))
+    with pytest.raises(ValueError, match="square"):
+        expand_rotations(torch.rand(2, 3, 8, 10))
+
+
+def test_knn_scores_match_naive_reference():
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(2, 5, 7, generator=generator)
+    bank = torch.randn(2, 30, 7, generator=generator)
+    cosine = cosine_topk_similarity(queries, bank, k=3)
+    squared = knn_squared_l2(queries, bank, k=2)
+    for view in range(2):
+        for q in range(5):
+            sims = sorted(
+                (float(torch.dot(queries[view, q], b) / (queries[view, q].norm() * b.norm())) for b in bank[view]),
+                reverse=True,
+            )
+            assert cosine[view, q].item() == pytest.approx(sum(sims[:3]) / 3, abs=1e-5)
+            dists = sorted(float(((queries[view, q] - b) ** 2).sum()) for b in bank[view])
+            assert squared[view, q].item() == pytest.approx(dists[0] + dists[1], rel=1e-4)
+
+
+def test_feature_bank_state_dict_resizes():
+    bank = FeatureBank(4, 8)
+    assert bank.is_empty
+    with pytest.raises(RuntimeError, match="empty"):
+        bank.cosine_topk(torch.randn(4, 2, 8), 1)
+    bank.update(torch.randn(4, 10, 8))
+    fresh = FeatureBank(4, 8)
+    fresh.load_state_dict(bank.state_dict())
+    assert torch.equal(fresh.features, bank.features)
+    with pytest.raises(ValueError, match="Bank expects"):
+        bank.update(torch.randn(3, 10, 8))
+
+
+def test_one_cycle_equals_torch_one_cycle():
+    for total, warmup in [(1000, 0.01), (50, 0.1)]:
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([parameter], lr=0.1)
+        reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total, pct_start=warmup)
+        for step in range(total):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * one_cycle_factor(step, total, warmup))
+            optimizer.step()
+            reference.step()
+
+
+def test_one_cycle_defined_for_tiny_runs():
+    values = [one_cycle_factor(step, 30) for step in range(30)]  # warm-up < 1 step: OneCycleLR divides by 0
+    assert values[0] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert cosine_factor(0, 10) == 1.0
+    assert cosine_factor(10, 10) == pytest.approx(0.0)
+
+
+def test_head_and_encoders():
+    head = ProjectionHead(512, 1024, 128, num_layers=8, batch_norm=True, bias=False, final_batch_norm=True)
+    assert sum(isinstance(m, torch.nn.Linear) for m in head.modules()) == 8
+    out = head(torch.randn(4, 512))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    for name, dim in [("resnet18_cifar", 512), ("resnet34_cifar", 512), ("resnet18", 512)]:
+        encoder, feature_dim = build_encoder(name)
+        assert feature_dim == dim
+        assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, dim)
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        build_encoder("no_such_net")
