@@ -32,6 +32,34 @@ from torchvision.transforms.v2 import Resize
 logger = logging.getLogger(__name__)
 
 
+def verify_image_files(datamodule: Any) -> None:  # noqa: ANN401
+    """Open every image file of the train/val/test splits once, before training starts.
+
+    A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
+    after hours of training). Data sets held in memory (``holds_images_in_memory``) are skipped.
+
+    Raises:
+        ValueError: naming the first unreadable file and what to do.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    for split in ("train_data", "val_data", "test_data"):
+        dataset = getattr(datamodule, split, None)
+        samples = getattr(dataset, "_samples", None)
+        if samples is None or getattr(dataset, "holds_images_in_memory", False) or "image_path" not in samples:
+            continue
+        for path in samples["image_path"]:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError) as error:
+                msg = (
+                    f"Cannot read image file {path!r} ({split.removesuffix('_data')} split): {error}. "
+                    "Remove or replace the file, then start again."
+                )
+                raise ValueError(msg) from error
+
+
 class ContrastiveAnomalyMixin:
     """Mixin for the contrastive models: scorer fitting, NaN guard, mixed precision.
 
@@ -129,6 +157,8 @@ class ContrastiveAnomalyMixin:
                     f"(see num_neighbors / the data module's category), but the training set has {num_images}."
                 )
                 raise ValueError(msg)
+        if datamodule is not None:
+            verify_image_files(datamodule)
         if self._use_mixed_precision:
             self.model.to(memory_format=torch.channels_last)
 

@@ -1,0 +1,50 @@
+"""Running the stock ``anomalib`` command in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# Small network settings so that a CLI run takes seconds on a 2-core CPU.
+TINY_FIRM = [
+    "--model.image_size", "16",
+    "--model.head_hidden_dim", "64",
+    "--model.head_layers", "3",
+    "--model.visualizer", "false",
+]  # fmt: skip
+
+
+def folder_data_args(root: Path) -> list[str]:
+    """``--data`` arguments for the digits Folder tree of ``conftest.write_digits_folder``."""
+    return [
+        "--data", "anomalib.data.Folder",
+        "--data.name", "digits",
+        "--data.root", str(root),
+        "--data.normal_dir", "train/good",
+        "--data.abnormal_dir", "test/bad",
+        "--data.normal_test_dir", "test/good",
+        "--data.train_batch_size", "16",
+        "--data.num_workers", "0",
+        "--data.seed", "0",  # the same validation/test split in every command
+    ]  # fmt: skip
+
+
+def run_anomalib(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``anomalib <args>`` in ``cwd`` with the same interpreter; return the finished process."""
+    command = [str(Path(sys.executable).with_name("anomalib")), *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=900, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"anomalib {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def metric(output: str, name: str) -> float:
+    """Read a metric from the test table anomalib prints (``│ image_AUROC │ 0.98 │``)."""
+    match = re.search(rf"{name}\s*│\s*([0-9.]+)", output)
+    if match is None:
+        raise AssertionError(f"{name} not found in output:\n{output[-3000:]}")
+    return float(match.group(1))

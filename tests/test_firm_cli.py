@@ -1,0 +1,103 @@
+"""FIRM through the stock ``anomalib`` command: train, test, predict, export, benchmark; OpenVINO parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_utils import TINY_FIRM, folder_data_args, metric, run_anomalib
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """Train once with ``anomalib train --model FIRM``; return (workdir, checkpoint, output)."""
+    workdir = tmp_path_factory.mktemp("firm_cli")
+    result = run_anomalib(
+        ["train", "--model", "FIRM", *TINY_FIRM, *folder_data_args(digits_folder),
+         "--trainer.max_epochs", "2", "--seed_everything", "0"],
+        workdir,
+    )  # fmt: skip
+    checkpoints = sorted(workdir.glob("results/Firm/digits/v*/weights/lightning/model.ckpt"))
+    assert checkpoints, result.stdout[-2000:]
+    return workdir, checkpoints[-1], result.stdout
+
+
+def test_train_prints_image_metrics(trained):
+    _, _, output = trained
+    assert 0.0 <= metric(output, "image_AUROC") <= 1.0
+    assert "image_F1Score" in output
+
+
+def test_test_and_predict_from_checkpoint(trained, digits_folder):
+    workdir, checkpoint, output = trained
+    tested = run_anomalib(
+        ["test", "--model", "Firm", *TINY_FIRM, *folder_data_args(digits_folder), "--ckpt_path", str(checkpoint)],
+        workdir,
+    )
+    # Same weights, same bank (stored in the checkpoint): the same AUROC as right after training.
+    assert metric(tested.stdout, "image_AUROC") == pytest.approx(metric(output, "image_AUROC"), abs=1e-4)
+    predicted = run_anomalib(
+        ["predict", "--model", "anomalib_firm.models.Firm", *TINY_FIRM,
+         "--data", str(digits_folder / "test" / "bad"), "--ckpt_path", str(checkpoint)],
+        workdir,
+    )  # fmt: skip
+    assert "Traceback" not in predicted.stderr
+
+
+def test_openvino_export_matches_torch(trained, digits_folder):
+    from anomalib.deploy import OpenVINOInferencer
+    from PIL import Image
+
+    from anomalib_firm.models import Firm
+
+    workdir, checkpoint, _ = trained
+    run_anomalib(
+        ["export", "--model", "FIRM", *TINY_FIRM, "--export_type", "openvino",
+         "--ckpt_path", str(checkpoint), "--input_size", "[16,16]"],
+        workdir,
+    )  # fmt: skip
+    xml = workdir / "results" / "weights" / "openvino" / "model.xml"
+    assert xml.exists()
+    paths = sorted((digits_folder / "test").glob("*/*.png"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
+    model = Firm.load_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        torch_scores = model(images).pred_score.numpy()
+    # OpenVINO would pick bf16 on CPUs that have it; f32 keeps the tightly packed scores equal.
+    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    openvino_scores = np.concatenate([inferencer.predict(image[None]).pred_score.reshape(-1) for image in images])
+    assert np.abs(openvino_scores - torch_scores).max() < 1e-4
+
+
+def test_benchmark_accepts_firm(digits_folder, tmp_path):
+    config = tmp_path / "benchmark.yaml"
+    config.write_text(
+        f"""
+accelerator: cpu
+benchmark:
+  seed: 0
+  model:
+    class_path: Firm
+    init_args: {{image_size: 16, head_hidden_dim: 64, head_layers: 3, max_epochs: 1, visualizer: false}}
+  data:
+    class_path: Folder
+    init_args:
+      name: digits
+      root: {digits_folder}
+      normal_dir: train/good
+      abnormal_dir: test/bad
+      normal_test_dir: test/good
+      train_batch_size: 16
+      num_workers: 0
+"""
+    )
+    run_anomalib(["benchmark", "--config", str(config)], tmp_path)
+    results = list(tmp_path.glob("runs/benchmark/*/results.csv"))
+    assert results, (tmp_path / "runs" / "pipeline.log").read_text()[-3000:]
+    text = results[0].read_text()
+    assert "Firm" in text
+    assert "image_AUROC" in text
