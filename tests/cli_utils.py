@@ -38,7 +38,8 @@ def run_anomalib(args: list[str], cwd: Path, check: bool = True) -> subprocess.C
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=900, check=False)
     if check and result.returncode != 0:
-        raise AssertionError(f"anomalib {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        tail = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        raise AssertionError(f"anomalib {' '.join(args)} failed ({result.returncode}):\n{tail}")
     return result
 
 

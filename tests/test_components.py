@@ -19,9 +19,7 @@ def images() -> torch.Tensor:
     return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize(
-    "make_views", [aug.firm_views, aug.msc_views, aug.mcl_views], ids=["firm", "msc", "mcl"]
-)
+@pytest.mark.parametrize("make_views", [aug.firm_views, aug.msc_views, aug.mcl_views], ids=["firm", "msc", "mcl"])
 def test_views_keep_dtype_device_and_differ_per_sample(images, make_views):
     torch.manual_seed(0)
     views = make_views(16)(images)

@@ -48,13 +48,14 @@ def test_test_and_predict_from_checkpoint(trained, digits_folder):
     assert "Traceback" not in predicted.stderr
 
 
-def test_openvino_export_matches_torch(trained, digits_folder):
+def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
     from anomalib.deploy import OpenVINOInferencer
     from PIL import Image
 
     from anomalib_firm.models import Firm
 
     workdir, checkpoint, _ = trained
+    monkeypatch.chdir(workdir)  # OpenVINOInferencer writes ./openvino_cache
     run_anomalib(
         ["export", "--model", "FIRM", *TINY_FIRM, "--export_type", "openvino",
          "--ckpt_path", str(checkpoint), "--input_size", "[16,16]"],

@@ -76,9 +76,7 @@ def _naive_pairwise(z1, z2, flags, labels, temperature):
         logits = [float(z1[i] @ z2[j]) / temperature for j in range(n)]
         log_norm = math.log(sum(math.exp(v) for v in logits))
         positives = [
-            j
-            for j in range(n)
-            if j == i or (flags[i] and flags[j] and (labels is None or labels[i] == labels[j]))
+            j for j in range(n) if j == i or (flags[i] and flags[j] and (labels is None or labels[i] == labels[j]))
         ]
         total += -sum(logits[j] - log_norm for j in positives) / max(1, len(positives))
     return total / n
@@ -96,7 +94,8 @@ def _naive_concat(z1, z2, flags, labels, temperature):
         positives = [
             j
             for j in others
-            if j % n == item_i or (flags[item_i] and flags[j % n] and (labels is None or labels[item_i] == labels[j % n]))
+            if j % n == item_i
+            or (flags[item_i] and flags[j % n] and (labels is None or labels[item_i] == labels[j % n]))
         ]
         total += -sum(logits[j] - log_norm for j in positives) / len(positives)
     return total / (2 * n)

@@ -1,5 +1,28 @@
-"""Anomalib models of this package: FIRM, MSC, MCL (each also under its upper-case alias)."""
+"""Anomalib models of this package: FIRM, MSC, MCL (each also under its upper-case alias).
 
-from anomalib_firm.models.image.firm import FIRM, Firm
+Classes are imported on first access, so that importing a shared component
+(``anomalib_firm.models.components...``) does not pull in anomalib and every model.
+"""
 
-__all__ = ["FIRM", "Firm"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODEL_MODULES = {
+    "Firm": "anomalib_firm.models.image.firm",
+    "FIRM": "anomalib_firm.models.image.firm",
+}
+
+__all__ = sorted(_MODEL_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_MODULES:
+        return getattr(importlib.import_module(_MODEL_MODULES[name]), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODEL_MODULES])

@@ -14,7 +14,7 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 
@@ -163,7 +163,7 @@ def color_jitter(
     hue: float,
     probability: float = 1.0,
 ) -> torch.Tensor:
-    """torchvision's ColorJitter per sample: four random factors, applied in a random order.
+    """Torchvision's ColorJitter per sample: four random factors, applied in a random order.
 
     Each image draws its own factors (brightness, contrast and saturation in ``[1 - s, 1 + s]``,
     hue shift in ``[-hue, hue]``) and its own order of the four operations; the whole jitter

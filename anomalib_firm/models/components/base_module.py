@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import Resize
 logger = logging.getLogger(__name__)
 
 
-def verify_image_files(datamodule: Any) -> None:  # noqa: ANN401
+def verify_image_files(datamodule: Any) -> None:
     """Open every image file of the train/val/test splits once, before training starts.
 
     A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
@@ -90,8 +90,8 @@ class ContrastiveAnomalyMixin:
         max_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401 - anomalib's own signature
-        visualizer: Any = True,  # noqa: ANN401
+        evaluator: Any = True,
+        visualizer: Any = True,
     ) -> None:
         if pre_processor is True:
             pre_processor = self.configure_pre_processor((image_size, image_size))
@@ -178,7 +178,7 @@ class ContrastiveAnomalyMixin:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """One contrastive step over the whole batch."""
         del args, kwargs
         loss = self.compute_loss(batch)
@@ -218,7 +218,7 @@ class ContrastiveAnomalyMixin:
         """Fit the scorer if the network trained since (or nothing is fitted)."""
         self._refresh_scorer()
 
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch (the post-processor learns threshold and normalisation from it)."""
         del args, kwargs
         return batch.update(**self.model(batch.image)._asdict())
@@ -240,7 +240,7 @@ class ContrastiveAnomalyMixin:
         self.model.train(was_training)
         self._scorer_stale = False
 
-    def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:  # noqa: ANN401
+    def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:
         """Resized normal training images, batch by batch, on the model's device."""
         transform = self.pre_processor.transform if self.pre_processor is not None else None
         for batch in loader:

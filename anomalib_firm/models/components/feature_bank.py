@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 from anomalib.models.components.base import DynamicBufferMixin
-from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 
 def cosine_topk_similarity(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
@@ -39,9 +38,7 @@ def knn_squared_l2(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.T
         (..., Q) distances; higher = more anomalous.
     """
     distances = (
-        queries.pow(2).sum(-1, keepdim=True)
-        - 2 * queries @ bank.transpose(-1, -2)
-        + bank.pow(2).sum(-1).unsqueeze(-2)
+        queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ bank.transpose(-1, -2) + bank.pow(2).sum(-1).unsqueeze(-2)
     ).clamp_min(0)
     return distances.topk(min(k, bank.shape[-2]), dim=-1, largest=False).values.sum(dim=-1)
 
@@ -72,8 +69,9 @@ class FeatureBank(DynamicBufferMixin):
 
     def update(self, features: torch.Tensor) -> None:
         """Replace the bank by ``features`` (num_views, N, D), detached."""
-        if features.ndim != 3 or features.shape[0] != self.features.shape[0] or features.shape[2] != self.features.shape[2]:
-            msg = f"Bank expects (views={self.features.shape[0]}, N, D={self.features.shape[2]}), got {tuple(features.shape)}."
+        views, _, dim = self.features.shape
+        if features.ndim != 3 or features.shape[0] != views or features.shape[2] != dim:
+            msg = f"Bank expects (views={views}, N, D={dim}), got {tuple(features.shape)}."
             raise ValueError(msg)
         self.features = features.detach().to(self.features.dtype).contiguous()
 

