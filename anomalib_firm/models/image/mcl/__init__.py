@@ -1,0 +1,1 @@
+"""MCL: Masked Contrastive Learning with Self-Ensemble Inference."""
