@@ -1,4 +1,4 @@
-"""Running the stock ``anomalib`` command in a subprocess, as a user would."""
+"""Test helpers: a tiny real data set as a Folder tree, and the stock ``anomalib`` command in a subprocess."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 # Small network settings so that a CLI run takes seconds on a 2-core CPU.
 TINY_FIRM = [
@@ -49,3 +52,24 @@ def metric(output: str, name: str) -> float:
     if match is None:
         raise AssertionError(f"{name} not found in output:\n{output[-3000:]}")
     return float(match.group(1))
+
+
+def write_digits_folder(root: Path, normal_digit: int = 0, num_train: int = 40, num_test: int = 16) -> Path:
+    """Write ``root/{train/good, test/good, test/bad}`` PNGs (16x16 RGB) from sklearn's digits."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16 * 255).astype(np.uint8)
+    normal = np.flatnonzero(digits.target == normal_digit)
+    other = np.flatnonzero(digits.target != normal_digit)
+    layout = {
+        "train/good": normal[:num_train],
+        "test/good": normal[num_train : num_train + num_test],
+        "test/bad": other[::37][:num_test],
+    }
+    for folder, indices in layout.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for index in indices:
+            image = Image.fromarray(images[index]).resize((16, 16), Image.NEAREST).convert("RGB")
+            image.save(root / folder / f"{index:04d}.png")
+    return root

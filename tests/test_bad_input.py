@@ -9,7 +9,7 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.engine import Engine
-from conftest import write_digits_folder
+from cli_utils import write_digits_folder
 
 from anomalib_firm.models import Firm
 

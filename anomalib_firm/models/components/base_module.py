@@ -184,7 +184,7 @@ class ContrastiveAnomalyMixin:
         loss = self.compute_loss(batch)
         self._guard_finite(loss)
         self._scorer_stale = True
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, logger=True)
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 
     def _guard_finite(self, loss: torch.Tensor) -> None:
