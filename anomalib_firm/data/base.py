@@ -405,6 +405,10 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         test_split_mode (TestSplitMode | str): ``"none"`` (or ``"from_dir"``): the test split
             is the whole test set (normal classes ``0``, others ``1``).
         seed (int | None): Seeds the splits, so they are the same at each run.
+        max_train_images (int | None): Keep a seeded random subset of this many training
+            images (quick benchmarks on a CPU); ``None`` keeps all.
+        max_test_images (int | None): Keep a seeded, class-stratified subset of this many
+            test images *before* the validation split is carved out; ``None`` keeps all.
 
     Note:
         Augmentations run on whole batches: a random transform draws its parameters once per
@@ -425,6 +429,8 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         val_split_ratio: float = 0.2,
         test_split_mode: TestSplitMode | str = TestSplitMode.NONE,
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
     ) -> None:
         super().__init__(
             train_batch_size=train_batch_size,
@@ -447,6 +453,12 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
             modes = [mode.value for mode in _SUPPORTED_TEST_SPLIT_MODES]
             msg = f"test_split_mode {self.test_split_mode.value!r} is not supported for in-memory data; use {modes}."
             raise ValueError(msg)
+        for name, value in (("max_train_images", max_train_images), ("max_test_images", max_test_images)):
+            if value is not None and value < 1:
+                msg = f"{name} must be a positive number of images or None, got {value}."
+                raise ValueError(msg)
+        self.max_train_images = max_train_images
+        self.max_test_images = max_test_images
         self._loaded: tuple[SplitArrays, SplitArrays] | None = None
         self._normal_indices: list[int] = []
         self.category = category  # type: ignore[assignment]
@@ -522,6 +534,33 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         common = {"name": self.name, "class_names": self.class_names, "normal_indices": self._normal_indices}
         self.train_data = InMemoryImageDataset(split="train", arrays=train, category=self.category, **common)
         self.test_data = InMemoryImageDataset(split="test", arrays=test, category=self.category, **common)
+        for dataset, limit in ((self.train_data, self.max_train_images), (self.test_data, self.max_test_images)):
+            if limit is not None and limit < len(dataset):
+                keep = _stratified_subset(dataset.samples["class_index"].to_numpy(), limit, self.seed)
+                dataset.subsample(keep, inplace=True)
 
     def _create_test_split(self) -> None:
         """Keep the whole test split (anomalib's own step would drop its normal images in mode ``none``)."""
+
+
+def _stratified_subset(class_index: np.ndarray, size: int, seed: int | None) -> list[int]:
+    """Seeded subset of ``size`` rows with each class's share kept (largest remainders round).
+
+    Args:
+        class_index: (N,) class of each row.
+        size: Rows to keep, ``< N``.
+        seed: Seed of the draw (``None``: 0, so the subset is the same at each run).
+
+    Returns:
+        Sorted row positions.
+    """
+    generator = np.random.default_rng(0 if seed is None else seed)
+    classes, counts = np.unique(class_index, return_counts=True)
+    exact = counts * size / len(class_index)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(quota - exact)[: size - quota.sum()]] += 1
+    keep = [
+        generator.permutation(np.flatnonzero(class_index == label))[:take]
+        for label, take in zip(classes, quota, strict=True)
+    ]
+    return sorted(int(row) for row in np.concatenate(keep))

@@ -188,6 +188,8 @@ class CIFAR10(_CIFAR):
         val_split_ratio (float): Defaults to ``0.2``.
         test_split_mode (str): Defaults to ``"none"`` (whole test set).
         seed (int | None): Seeds the splits. Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download ``cifar-10-python.tar.gz`` when missing. Defaults to ``False``.
 
     Example:
@@ -219,6 +221,8 @@ class CIFAR10(_CIFAR):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
         download: bool = False,
     ) -> None:
         self._setup_root(root, download)
@@ -235,6 +239,8 @@ class CIFAR10(_CIFAR):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     @property
@@ -268,6 +274,8 @@ class CIFAR100(_CIFAR):
         val_split_ratio (float): Defaults to ``0.2``.
         test_split_mode (str): Defaults to ``"none"`` (whole test set).
         seed (int | None): Seeds the splits. Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download ``cifar-100-python.tar.gz`` when missing. Defaults to ``False``.
 
     Example:
@@ -300,6 +308,8 @@ class CIFAR100(_CIFAR):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
         download: bool = False,
     ) -> None:
         self._setup_root(root, download)
@@ -316,6 +326,8 @@ class CIFAR100(_CIFAR):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     @property

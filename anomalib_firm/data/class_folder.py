@@ -154,6 +154,8 @@ class ClassFolder(OneVsRestDataModule):
         test_split_mode (str): Defaults to ``"none"`` (whole test split).
         seed (int | None): Seeds the per-class train/test split and the validation split.
             Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
 
     Raises:
         FileNotFoundError: If a folder is missing (the message names it).
@@ -189,6 +191,8 @@ class ClassFolder(OneVsRestDataModule):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
     ) -> None:
         if (train_dir is None) != (test_dir is None):
             msg = "Give both train_dir and test_dir, or neither (then root is split by train_ratio)."
@@ -221,6 +225,8 @@ class ClassFolder(OneVsRestDataModule):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     def _under_root(self, folder: str | Path | None) -> Path | None:

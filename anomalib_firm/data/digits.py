@@ -70,6 +70,8 @@ class Digits(OneVsRestDataModule):
         val_split_ratio (float): Defaults to ``0.2``.
         test_split_mode (str): Defaults to ``"none"`` (whole test split).
         seed (int | None): Seeds the validation split. Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
 
     Example:
         >>> datamodule = Digits(category="7", train_batch_size=32)
@@ -93,6 +95,8 @@ class Digits(OneVsRestDataModule):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
     ) -> None:
         super().__init__(
             category=category,
@@ -107,6 +111,8 @@ class Digits(OneVsRestDataModule):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     @property

@@ -212,6 +212,8 @@ class MNIST(_MNISTLike):
         val_split_ratio (float): Defaults to ``0.2``.
         test_split_mode (str): Defaults to ``"none"`` (whole test set).
         seed (int | None): Seeds the splits. Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download the files into ``root/MNIST/raw`` when missing. Defaults to ``False``.
 
     Example:
@@ -243,6 +245,8 @@ class MNIST(_MNISTLike):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
         download: bool = False,
     ) -> None:
         self._setup_root(root, download)
@@ -259,6 +263,8 @@ class MNIST(_MNISTLike):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     @property
@@ -289,6 +295,8 @@ class FashionMNIST(_MNISTLike):
         val_split_ratio (float): Defaults to ``0.2``.
         test_split_mode (str): Defaults to ``"none"`` (whole test set).
         seed (int | None): Seeds the splits. Defaults to ``0``.
+        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
+        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download the files into ``root/FashionMNIST/raw`` when missing
             (and the Debian package is not installed). Defaults to ``False``.
 
@@ -322,6 +330,8 @@ class FashionMNIST(_MNISTLike):
         val_split_ratio: float = 0.2,
         test_split_mode: str = "none",
         seed: int | None = 0,
+        max_train_images: int | None = None,
+        max_test_images: int | None = None,
         download: bool = False,
     ) -> None:
         self._setup_root(root, download)
@@ -339,6 +349,8 @@ class FashionMNIST(_MNISTLike):
             val_split_ratio=val_split_ratio,
             test_split_mode=test_split_mode,
             seed=seed,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
         )
 
     @property
