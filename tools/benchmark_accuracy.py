@@ -1,0 +1,141 @@
+"""Accuracy on the 10 Fashion-MNIST one-vs-rest tasks: FIRM, MSC, MCL and a raw-pixel k-NN.
+
+Runs ``anomalib benchmark --config configs/benchmark/fashion_mnist_<protocol>_<model>.yaml``
+for each model (the stock command, our models registered by the package), reads anomalib's
+``results.csv`` and prints one table of per-class and mean image AUROC, with a raw-pixel
+5-NN baseline computed here on exactly the same training and test images (same data module
+arguments, same seeded subsets and validation split).
+
+Protocols: ``quick`` fits a 2-core CPU (subsets, small images, a few epochs: see each
+config's header); ``full`` is the papers' schedules, for a GPU. The reported numbers are from
+the last epoch; no checkpoint or setting is picked on the test images.
+
+Usage:
+    python tools/benchmark_accuracy.py --protocol quick [--models firm msc mcl] [--classes 0 1 ...]
+    python tools/benchmark_accuracy.py --protocol quick --baseline-only
+Needs Fashion-MNIST (Debian: ``apt-get install dataset-fashion-mnist``, or ``--data.root``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "benchmark"
+MODELS = ("firm", "msc", "mcl")
+
+
+def hardware() -> str:
+    """One line: CPU model and cores, torch threads, GPU if any."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = f"{names[0]} x {len(names)}" if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; {gpu}"
+
+
+def load_config(protocol: str, model: str, classes: list[int]) -> dict:
+    """The benchmark config of a model, restricted to ``classes``."""
+    config = yaml.safe_load((CONFIGS / f"fashion_mnist_{protocol}_{model}.yaml").read_text())
+    config["benchmark"]["data"]["init_args"]["category"] = {"grid": classes}
+    return config
+
+
+def run_benchmark(config: dict, workdir: Path) -> list[dict[str, str]]:
+    """Run ``anomalib benchmark`` on ``config`` in ``workdir``; return the rows of results.csv."""
+    config_path = workdir / "benchmark.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    anomalib = str(Path(sys.executable).with_name("anomalib"))
+    log = workdir / "anomalib.log"
+    with log.open("w") as stream:
+        subprocess.run([anomalib, "benchmark", "--config", str(config_path)], cwd=workdir, stdout=stream, stderr=stream)
+    results = sorted(workdir.glob("runs/benchmark/*/results.csv"))
+    if not results:
+        pipeline_log = workdir / "runs" / "pipeline.log"
+        detail = pipeline_log.read_text()[-3000:] if pipeline_log.exists() else log.read_text()[-3000:]
+        msg = f"anomalib benchmark wrote no results.csv; see {log}:\n{detail}"
+        raise RuntimeError(msg)
+    with results[-1].open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def raw_pixel_knn_auroc(data_args: dict, category: int, k: int = 5) -> float:
+    """AUROC of the mean L2 distance to the k nearest normal training images, on raw pixels."""
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_firm.data import FashionMNIST
+
+    datamodule = FashionMNIST(**{**data_args, "category": category})
+    datamodule.setup()
+
+    def pixels(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = dataset.__getitems__(list(range(len(dataset))))
+        return batch.image[:, :1].flatten(1), batch.gt_label.long()
+
+    train, _ = pixels(datamodule.train_data)
+    test, labels = pixels(datamodule.test_data)
+    distances = torch.cdist(test, train).topk(k, largest=False).values.mean(dim=1)
+    return float(roc_auc_score(labels.numpy(), distances.numpy()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=("quick", "full"), default="quick")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--baseline-only", action="store_true", help="only the raw-pixel k-NN")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep anomalib's outputs here (default: temp)")
+    args = parser.parse_args()
+
+    data_args = {
+        key: value
+        for key, value in load_config(args.protocol, "firm", args.classes)["benchmark"]["data"]["init_args"].items()
+        if key != "category"
+    }
+    table: dict[str, dict[int, float]] = {"raw-pixel 5-NN": {}}
+    for category in args.classes:
+        table["raw-pixel 5-NN"][category] = raw_pixel_knn_auroc(data_args, category)
+    settings: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    models = [] if args.baseline_only else args.models
+    for model in models:
+        config = load_config(args.protocol, model, args.classes)
+        workdir = args.workdir / model if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_{model}_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        rows = run_benchmark(config, workdir)
+        durations[model] = time.perf_counter() - start
+        name = rows[0]["model.class_path"]
+        table[name] = {int(row["data.init_args.category"]): float(row["image_AUROC"]) for row in rows}
+        init_args = config["benchmark"]["model"]["init_args"]
+        settings[name] = ", ".join(f"{key}={value}" for key, value in init_args.items() if key != "visualizer")
+
+    print(f"\nFashion-MNIST one-vs-rest, protocol `{args.protocol}` (image AUROC, last epoch, seed 0)")
+    print(f"hardware: {hardware()}")
+    print("data: " + ", ".join(f"{key}={value}" for key, value in data_args.items()))
+    for name, text in settings.items():
+        print(f"{name}: {text}; wall time {durations[name.lower()] / 60:.1f} min for {len(args.classes)} classes")
+    header = "| method | " + " | ".join(str(c) for c in args.classes) + " | mean |"
+    print("\n" + header)
+    print("|" + "---|" * (len(args.classes) + 2))
+    for name, scores in table.items():
+        values = [scores.get(c, float("nan")) for c in args.classes]
+        cells = " | ".join(f"{v:.3f}" for v in values)
+        print(f"| {name} | {cells} | {np.nanmean(values):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
