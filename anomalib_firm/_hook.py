@@ -14,11 +14,17 @@ from __future__ import annotations
 import sys
 from importlib.machinery import ModuleSpec, PathFinder
 
-#: anomalib module -> function of ``anomalib_firm._register`` to call once it is loaded.
+#: module -> function of ``anomalib_firm._register`` to call once it is loaded. Our own
+#: packages are listed too: when one of them is imported first, it makes anomalib load while
+#: it is itself half-initialised; registering again once it is complete covers that order.
 _TRIGGERS = {
     "anomalib.models": "register_models",
     "anomalib.data": "register_data",
     "anomalib.cli.cli": "patch_cli",
+    "anomalib_firm.models.image.firm": "register_models",
+    "anomalib_firm.models.image.msc": "register_models",
+    "anomalib_firm.models.image.mcl": "register_models",
+    "anomalib_firm.data": "register_data",
 }
 
 
@@ -34,6 +40,9 @@ class _ChainedLoader:
 
     def exec_module(self, module: object) -> None:
         self._loader.exec_module(module)  # type: ignore[attr-defined]
+        # Fully executed: say so now (importlib would only after we return), so that the
+        # registration can tell complete modules from half-loaded ones.
+        module.__spec__._initializing = False  # type: ignore[attr-defined]
         from anomalib_firm import _register
 
         getattr(_register, self._hook_name)()

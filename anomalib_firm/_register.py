@@ -17,6 +17,7 @@ declares the option but never applies it).
 from __future__ import annotations
 
 import importlib
+import sys
 
 _MODEL_MODULES = (
     "anomalib_firm.models.image.firm",
@@ -27,24 +28,42 @@ _DATA_MODULE = "anomalib_firm.data"
 
 
 def _export_names(target_module_name: str, source_module_name: str) -> None:
-    """Set every name of ``source.__all__`` on ``target`` (skipping source modules not written yet)."""
+    """Set every name of ``source.__all__`` on ``target``.
+
+    Does nothing while either module is still loading (the hook calls again once it is
+    complete), and nothing for a source module that does not exist.
+    """
+    target = sys.modules.get(target_module_name)
+    if target is None or _is_loading(target_module_name):
+        return
+    if _is_loading(source_module_name):
+        return
     try:
         source = importlib.import_module(source_module_name)
     except ModuleNotFoundError as error:
         if error.name != source_module_name:
             raise
         return
-    target = importlib.import_module(target_module_name)
     for name in getattr(source, "__all__", ()):
         setattr(target, name, getattr(source, name))
         if hasattr(target, "__all__") and name not in target.__all__:
             target.__all__.append(name)
 
 
+def _is_loading(module_name: str) -> bool:
+    """True while ``module_name`` is being executed (in ``sys.modules`` but not initialised)."""
+    module = sys.modules.get(module_name)
+    spec = getattr(module, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
 def register_models() -> None:
     """Expose our models on ``anomalib.models`` and allow ``anomalib_firm.models.*`` class paths."""
-    models = importlib.import_module("anomalib.models")  # still loading: not yet an attribute of anomalib
-    models.ALLOWED_MODULES.add("anomalib_firm.models")
+    models = sys.modules.get("anomalib.models")
+    if models is None:
+        return
+    if not _is_loading("anomalib.models") or hasattr(models, "ALLOWED_MODULES"):
+        getattr(models, "ALLOWED_MODULES", set()).add("anomalib_firm.models")
     for module_name in _MODEL_MODULES:
         _export_names("anomalib.models", module_name)
 

@@ -20,7 +20,6 @@ Example:
     >>> datamodule = FashionMNIST(category="sneaker")
 """
 
-import sys
 
 from anomalib_firm.data.cifar import CIFAR10, CIFAR100
 from anomalib_firm.data.class_folder import ClassFolder
@@ -28,9 +27,3 @@ from anomalib_firm.data.digits import Digits
 from anomalib_firm.data.mnist import MNIST, FashionMNIST
 
 __all__ = ["CIFAR10", "CIFAR100", "MNIST", "ClassFolder", "Digits", "FashionMNIST"]
-
-# Imported before anomalib.data, this package made anomalib.data load while it was itself
-# half-initialised, so the start-up hook (anomalib_firm._hook) found no names to add yet:
-# add them now. Without the hook installed, nothing happens.
-if "anomalib_firm._register" in sys.modules:
-    sys.modules["anomalib_firm._register"].register_data()

@@ -1,0 +1,49 @@
+"""The start-up hook: nothing heavy at start-up, classes registered whatever the import order."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CHECK = """
+import anomalib.models as models, anomalib.data as data
+from anomalib.models import get_model
+assert all(hasattr(models, name) for name in ("Firm", "FIRM", "Msc", "MSC", "Mcl", "MCL"))
+assert "anomalib_firm.models" in models.ALLOWED_MODULES
+assert all(hasattr(data, name) for name in ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "Digits", "ClassFolder"))
+assert type(get_model("firm", image_size=16)).__name__ == "Firm"
+assert type(get_model({"class_path": "anomalib_firm.models.Mcl"})).__name__ == "Mcl"
+msc = get_model({"class_path": "MSC", "init_args": {"backbone": "resnet18", "weights": "random"}})
+assert type(msc).__name__ == "MSC"
+from anomalib.data import get_datamodule
+assert type(get_datamodule({"class_path": "Digits", "init_args": {"category": 3}})).__name__ == "Digits"
+print("ok")
+"""
+
+
+def _python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_startup_imports_nothing_heavy():
+    heavy = "('torch', 'anomalib', 'anomalib_firm.models')"
+    out = _python(f"import sys; print(sorted(m for m in {heavy} if m in sys.modules))")
+    assert out.strip() == "[]"
+    assert "anomalib_firm._hook" in _python("import sys; print(list(sys.modules))")
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "import anomalib",
+        "from anomalib_firm.models import Firm",
+        "from anomalib_firm.data import Digits",
+    ],
+)
+@pytest.mark.slow
+def test_registered_whatever_the_import_order(first_import):
+    assert _python(first_import + "\n" + CHECK).strip().endswith("ok")
