@@ -12,6 +12,10 @@ from typing import Any
 _MODEL_MODULES = {
     "Firm": "anomalib_firm.models.image.firm",
     "FIRM": "anomalib_firm.models.image.firm",
+    "Msc": "anomalib_firm.models.image.msc",
+    "MSC": "anomalib_firm.models.image.msc",
+    "Mcl": "anomalib_firm.models.image.mcl",
+    "MCL": "anomalib_firm.models.image.mcl",
 }
 
 __all__ = sorted(_MODEL_MODULES)

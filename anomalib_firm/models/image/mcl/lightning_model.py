@@ -1,0 +1,336 @@
+"""MCL as an anomalib model.
+
+Paper: "Masked Contrastive Learning for Anomaly Detection" (Cho, Seol, Lee, IJCAI 2021,
+arXiv 2105.08793), with Self-Ensemble Inference (SEI).
+
+Each training batch of B normal images becomes 4B items, every image in its four rotations
+(rotations are shifted classes); each item gets two random views made on the model's device
+(a flip of the base image, then crop, colour jitter and greyscale); the masked contrastive loss
+pulls the two views of an item together, pushes other classes and, less, other rotations of
+the same class away, barely pushes items of the same (class, rotation) apart, and attracts
+each item to a random other item of its (class, rotation). After training, one Gaussian per
+(class, rotation) is fitted on the head embeddings of the normal training images; a test image
+scores by SEI over 8 views (see :mod:`.torch_model`).
+
+Two modes:
+
+- one-class (``use_class_labels=False``, default): every normal image is of one class
+  (``C = 1``), labels are the rotations 0..3; works with any data module, several normal
+  categories are then pooled into one class;
+- labelled multi-class ID (``use_class_labels=True``): the data module gives each normal
+  image's class (``class_label`` of :mod:`anomalib_firm.data`), labels are
+  ``class + C x rotation``, one Gaussian per class and rotation; ``num_classes`` must equal the
+  data module's ``num_normal_classes``.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_firm.data import FashionMNIST
+    >>> from anomalib_firm.models import Mcl
+    >>> engine = Engine(max_epochs=400)
+    >>> engine.train(Mcl(), datamodule=FashionMNIST(category=0, train_batch_size=256))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from anomalib.data import Batch
+from anomalib.models.components import AnomalibModule
+from torch import nn
+
+from anomalib_firm.models.components.augmentations import ContrastiveViews
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.gaussian_scorer import CombineMethod
+from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.schedules import cosine_factor
+
+from .loss import MaskedContrastiveLoss, MissingPartnerRule
+from .torch_model import MclModel, flip_base_images
+
+logger = logging.getLogger(__name__)
+
+#: Batch size (in items) that the base learning rate refers to (``lr x items / 256``).
+LR_REFERENCE_BATCH = 256
+
+
+class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
+    """MCL: masked contrastive learning on rotation-shifted classes, SEI scoring.
+
+    Args:
+        backbone: Encoder: ``resnet34_cifar`` (paper, default), ``resnet18_cifar`` or a timm name.
+        image_size: Side of the square network input (32 for CIFAR-like data).
+        head_hidden_dim: Hidden width of the MLP head (2048).
+        embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
+        use_class_labels: Labelled multi-class ID: the data module's ``class_label`` of every
+            normal image is its class (needs an :mod:`anomalib_firm.data` data module).
+            ``False``: one normal class, the labels are the rotations.
+        num_classes: Normal classes ``C`` of the labelled mode; must equal the data module's
+            ``num_normal_classes`` (it sizes the stored Gaussians, so it is a constructor
+            argument). Must be 1 in one-class mode.
+        temperature: Loss temperature ``t`` (0.2).
+        alpha: Loss weight of another item of the same class and rotation (0.05).
+        beta: Loss weight of the same class in another rotation (2.0).
+        spa_weight: Weight of the stochastic positive attraction term (1.0).
+        missing_partner: What the SPA term does for an item whose label no other item in the
+            batch carries: ``exclude`` (default), ``own_view`` or ``raise``
+            (see :class:`MaskedContrastiveLoss`).
+        flip_probability: Probability of flipping the base image of a view (0.5).
+        crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1).
+        combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
+        ridge: Relative diagonal loading of the Gaussians' covariances.
+        lr: Base SGD learning rate for a batch of 256 items; the optimiser uses
+            ``lr x items / 256`` with ``items = 4 x images per step`` when ``scale_lr``.
+        scale_lr: Apply the linear scaling rule above (paper: 0.3 x 1,024 / 256 = 1.2).
+        momentum: SGD (Nesterov) momentum.
+        weight_decay: SGD weight decay.
+        mixed_precision: bf16 autocast + channels_last on CUDA (training only).
+        max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
+        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet34_cifar",
+        image_size: int = 32,
+        head_hidden_dim: int = 2048,
+        embedding_dim: int = 128,
+        use_class_labels: bool = False,
+        num_classes: int = 1,
+        temperature: float = 0.2,
+        alpha: float = 0.05,
+        beta: float = 2.0,
+        spa_weight: float = 1.0,
+        missing_partner: MissingPartnerRule = "exclude",
+        flip_probability: float = 0.5,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        combine: CombineMethod = "harmonic",
+        ridge: float = 1e-3,
+        lr: float = 0.3,
+        scale_lr: bool = True,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-6,
+        mixed_precision: bool = True,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Any = True,
+        visualizer: Any = True,
+    ) -> None:
+        if num_classes < 1:
+            msg = f"num_classes must be >= 1, got {num_classes}."
+            raise ValueError(msg)
+        if not use_class_labels and num_classes != 1:
+            msg = (
+                f"num_classes={num_classes} needs use_class_labels=True (labelled multi-class mode); "
+                "without class labels MCL has one normal class (num_classes=1)."
+            )
+            raise ValueError(msg)
+        super().__init__(
+            image_size=image_size,
+            mixed_precision=mixed_precision,
+            max_epochs=max_epochs,
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = MclModel(
+            backbone=backbone,
+            head_hidden_dim=head_hidden_dim,
+            embedding_dim=embedding_dim,
+            num_classes=num_classes,
+            combine=combine,
+            ridge=ridge,
+        )
+        self.loss = MaskedContrastiveLoss(
+            num_classes=num_classes,
+            temperature=temperature,
+            alpha=alpha,
+            beta=beta,
+            spa_weight=spa_weight,
+            missing_partner=missing_partner,
+        )
+        self.views = ContrastiveViews(
+            image_size,
+            crop_scale=crop_scale,
+            jitter=(0.4, 0.4, 0.4, 0.1),
+            jitter_probability=0.8,
+            grayscale_probability=0.2,
+        )
+        self.use_class_labels = use_class_labels
+        self.num_classes = num_classes
+        self.flip_probability = flip_probability
+        self.lr = lr
+        self.scale_lr = scale_lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+
+    # ----------------------------------------------------------------- checks
+    @property
+    def min_train_images(self) -> int:
+        """Every (class, rotation) Gaussian needs a covariance: at least 2 images per class."""
+        return 2 * self.num_classes
+
+    def on_fit_start(self) -> None:
+        """Check the normal classes against ``num_classes`` before the first step, then the mixin's checks."""
+        self._check_normal_classes(getattr(self.trainer, "datamodule", None))
+        super().on_fit_start()
+
+    def _check_normal_classes(self, datamodule: Any) -> None:
+        """Labelled mode: the data module must have ``num_classes`` normal classes, each with 2+ images."""
+        if not self.use_class_labels or datamodule is None:
+            return
+        found = getattr(datamodule, "num_normal_classes", None)
+        if found is None:
+            msg = (
+                f"use_class_labels=True needs a data module that labels the normal classes (one of anomalib_firm.data, "
+                f"e.g. --data FashionMNIST --data.category '[0,1]'); {type(datamodule).__name__} does not."
+            )
+            raise ValueError(msg)
+        if int(found) != self.num_classes:
+            msg = (
+                f"The data module has {found} normal classes ({getattr(datamodule, 'category', '?')}) but the model "
+                f"was built for num_classes={self.num_classes}: set --model.num_classes {found}."
+            )
+            raise ValueError(msg)
+        samples = getattr(getattr(datamodule, "train_data", None), "samples", None)
+        if samples is not None and "class_label" in samples:
+            counts = samples["class_label"].value_counts()
+            short = {int(label): int(counts.get(label, 0)) for label in range(self.num_classes)}
+            short = {label: count for label, count in short.items() if count < 2}
+            if short:
+                msg = (
+                    f"MCL fits one Gaussian per (class, rotation) and needs at least 2 training images of every "
+                    f"normal class; too few for class(es) {short} (class: images)."
+                )
+                raise ValueError(msg)
+
+    # ----------------------------------------------------------------- training
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to 0."""
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        lr = self.lr * self._items_per_step() / LR_REFERENCE_BATCH if self.scale_lr else self.lr
+        logger.info("MCL: SGD learning rate %.4g, %d steps of cosine decay.", lr, total_steps)
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=True
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _items_per_step(self) -> int:
+        """Items (4 x images) per optimiser step, over gradient accumulation and devices.
+
+        The batch size is the data module's ``train_batch_size`` (else the train loader's), capped
+        by the number of training images (a set smaller than one batch gives smaller batches).
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch_size = getattr(datamodule, "train_batch_size", None)
+        if batch_size is None:
+            batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
+        if batch_size is None:
+            msg = "MCL scales the learning rate by the batch size but cannot find it: pass scale_lr=False and set lr."
+            raise ValueError(msg)
+        train_data = getattr(datamodule, "train_data", None)
+        if train_data is not None:
+            batch_size = min(int(batch_size), len(train_data))
+        accumulate = int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1)
+        world_size = int(getattr(self.trainer, "world_size", 1) or 1)
+        return NUM_ROTATIONS * int(batch_size) * accumulate * world_size
+
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """All 4 rotations, two on-device views per item, masked contrastive loss (parts logged)."""
+        items, rotation_ids = expand_rotations(batch.image)
+        labels = self.item_labels(batch, rotation_ids)
+        both = torch.cat([items, items])
+        views = self.views(flip_base_images(both, rotation_ids.repeat(2), self.flip_probability))
+        with self.autocast():
+            view1, view2 = self.model(self.as_input(views)).float().chunk(2)
+        parts = self.loss.forward_parts(view1, view2, labels)
+        batch_size = len(batch.image)
+        self.log("train_ccm", parts.ccm.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train_spa", parts.spa.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train_unpaired", parts.num_unpaired.float(), on_step=True, on_epoch=True, batch_size=batch_size)
+        return parts.loss
+
+    def item_labels(self, batch: Batch, rotation_ids: torch.Tensor) -> torch.Tensor:
+        """Loss labels of the ``4B`` items: ``class + C x rotation`` (the rotation alone in one-class mode).
+
+        Args:
+            batch: The training batch (``class_label`` ``(B,)`` in labelled mode).
+            rotation_ids: ``(4B,)`` rotation of every item, rotation-major as from :func:`expand_rotations`.
+
+        Returns:
+            ``(4B,)`` int64 labels.
+        """
+        if not self.use_class_labels:
+            return rotation_ids
+        return self._class_labels(batch).repeat(NUM_ROTATIONS) + self.num_classes * rotation_ids
+
+    def _class_labels(self, batch: Batch) -> torch.Tensor:
+        labels = getattr(batch, "class_label", None)
+        if labels is None:
+            msg = (
+                "use_class_labels=True needs class labels in the batch: use one of anomalib_firm's one-vs-rest data "
+                "modules (e.g. FashionMNIST with several categories), or use_class_labels=False."
+            )
+            raise ValueError(msg)
+        return labels.to(device=batch.image.device, dtype=torch.long)
+
+    # ----------------------------------------------------------------- scoring
+    def scorer_is_empty(self) -> bool:
+        """True until every (class, rotation) Gaussian was fitted."""
+        return not self.model.gaussians.is_fitted
+
+    def _normal_images(self, loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
+        """Resized normal training images with their class (0 in one-class mode), batch by batch, on the device.
+
+        Overrides the mixin's generator of images alone: the labelled mode fits one Gaussian per class.
+        """
+        self._check_normal_classes(getattr(self.trainer, "datamodule", None))  # e.g. a test run without training
+        transform = self.pre_processor.transform if self.pre_processor is not None else None
+        for batch in loader:
+            images = batch.image.to(self.device, non_blocking=True)
+            if self.use_class_labels:
+                classes = self._class_labels(batch).to(self.device)
+            else:
+                classes = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
+            yield (transform(images) if transform is not None else images), classes
+
+    def fit_scorer(self, images: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:  # type: ignore[override]
+        """Fit the (class, rotation) Gaussians on the head embeddings of the normal training images.
+
+        Every image in its 4 rotations, unaugmented (float32, no autocast).
+
+        Args:
+            images: Batches ``(images (B, 3, H, W), class ids (B,))`` from :meth:`_normal_images`.
+        """
+        features, classes, rotations = [], [], []
+        for batch_images, batch_classes in images:
+            rotation_features = self.model.rotation_features(batch_images)  # (4, B, D)
+            features.append(rotation_features.reshape(-1, rotation_features.shape[-1]))
+            rotation_ids = torch.arange(NUM_ROTATIONS, device=batch_images.device)
+            rotations.append(rotation_ids.repeat_interleave(len(batch_images)))
+            classes.append(batch_classes.repeat(NUM_ROTATIONS))
+        if not features:
+            msg = "MCL found no normal training images to fit its Gaussians on."
+            raise ValueError(msg)
+        gaussians = self.model.gaussians
+        gaussians.fit(torch.cat(features), torch.cat(classes), torch.cat(rotations))
+        logger.info(
+            "MCL Gaussians fitted: %d classes x %d rotations, %d images.",
+            gaussians.num_classes,
+            gaussians.num_rotations,
+            int(gaussians.counts[:, 0].sum()),
+        )
+
+
+class MCL(Mcl):
+    """Alias of :class:`Mcl`, so that ``anomalib train --model MCL`` works (names match exactly)."""
+
+    @property
+    def name(self) -> str:
+        """Results land under ``Mcl`` either way."""
+        return "Mcl"
