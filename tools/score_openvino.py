@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from anomalib.deploy import OpenVINOInferencer
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from anomalib_firm.data import Digits
 
