@@ -1,0 +1,570 @@
+"""Training throughput of FIRM, MCL and MSC: this package's pipeline vs a paper-style pipeline.
+
+Protocol. For every model and batch size, two pipelines train the SAME network (built twice by the
+package's Lightning model, same seed) with the SAME loss and the same SGD settings, for
+``--warmup`` untimed steps and then timed steps: ``--steps`` if given, else at least
+``--min-steps`` and until ``--min-seconds`` have passed (the device is synchronised before and
+after the timed steps only). Only the hot path is timed: no Trainer, no logging, no validation.
+
+* ours: the Lightning model's own ``compute_loss(batch)`` then ``backward`` and an SGD step. The
+  normal training images are one uint8 tensor on the device, resized once to the image size; a
+  step gathers a batch with one index (a fresh on-device permutation per epoch) and converts it
+  to float; ``compute_loss`` makes the rotations and both views on the device over the whole
+  batch; on CUDA the model is channels_last and runs under bf16 autocast (the model's
+  ``mixed_precision``), on the CPU it runs in fp32.
+* paper-style: how the authors' code feeds the network. A torch Dataset of PIL images (the same
+  images at the same size) with per-image torchvision transforms as the papers list them, in a
+  DataLoader with ``--workers`` worker processes (pinned memory on CUDA); rotations per image in
+  the dataset; fp32, eager, standard memory format; normalisation in the transforms.
+  - FIRM: a dataset of 4n items (every image and its 90/180/270 degree rotations as PIL images,
+    shuffled together); per view RandomResizedCrop(scale 0.25-1, square) -> ColorJitter(0.4 x 4)
+    -> GaussianBlur(3, sigma 0.1-2) p 0.75 -> ToTensor -> Normalize(CIFAR).
+  - MCL: every item returns its 4 rotations; per view a horizontal flip p 0.5 of the base image,
+    the rotation, RandomResizedCrop(scale 0.08-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8 ->
+    RandomGrayscale p 0.2 -> ToTensor (no normalisation). The loss is the naive per-row reference
+    (``anomalib_firm.models.image.mcl.reference``), as the authors' code loops over rows.
+  - MSC: MoCo-v2 views: RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8
+    -> RandomGrayscale p 0.2 -> PIL GaussianBlur(radius 0.1-2) p 0.5 -> RandomHorizontalFlip ->
+    ToTensor -> Normalize(ImageNet). Backbone EfficientNet-Lite0 with the package's ImageNet
+    weights; ResNet-152 (random weights: the speed does not depend on them) by default on CUDA.
+
+Items: FIRM and MCL count rotated items (4 per image, the batch sizes are in items too), MSC
+counts images. The table gives items/s of both pipelines and the ratio ours / paper-style; on
+CUDA also the peak GPU memory of each pipeline. Defaults depend on the device (printed):
+CUDA: 10 warm-up steps, then at least 20 steps and 10 s; FIRM batches 32 and 512 items, MCL 1024
+items, MSC 224 px, 64 images, EfficientNet-Lite0 and ResNet-152. CPU: 1 warm-up step, then at
+least 3 steps and 10 s; FIRM 32 items, MCL 32 items, MSC 64 px, 64 images, EfficientNet-Lite0.
+
+On the CPU both pipelines are bound by the network's forward/backward, so expect a ratio near 1:
+the batched on-device pipeline is built for accelerators. The paper-style workers are extra
+processes: on a CPU shared with other jobs they get an extra share of the cores, which favours
+that pipeline; take CPU numbers on an idle machine.
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=2 python tools/benchmark_training_speed.py --device cpu
+    python tools/benchmark_training_speed.py --device cuda --models firm msc --firm-batch 32 256 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as common
+
+MODELS = ("firm", "mcl", "msc")
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Backbone names of ``--msc-backbones`` and the weights each is built with.
+MSC_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-package", "resnet152": "random", "resnet18": "random"}
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked configuration.
+
+    Attributes:
+        model: ``firm``, ``mcl`` or ``msc``.
+        backbone: Network name as the Lightning model takes it.
+        image_size: Side of the network input.
+        batch_items: Items per step (rotated items for FIRM/MCL, images for MSC).
+    """
+
+    model: str
+    backbone: str
+    image_size: int
+    batch_items: int
+
+    @property
+    def images_per_step(self) -> int:
+        """Source images per step (FIRM/MCL expand each into 4 rotated items)."""
+        return self.batch_items if self.model == "msc" else self.batch_items // 4
+
+    @property
+    def label(self) -> str:
+        """Model column of the table."""
+        return f"{self.model.upper()} {self.backbone}"
+
+
+@dataclass
+class Result:
+    """Measured throughput of one pipeline on one case."""
+
+    case: Case
+    pipeline: str
+    device: torch.device
+    items_per_second: float
+    peak_memory_gib: float | None
+    last_loss: float
+    steps: int = 0
+    error: str | None = None
+
+
+def build_module(case: Case) -> nn.Module:
+    """The package's Lightning model of ``case`` (no post-processing/evaluation components)."""
+    from anomalib_firm.models import Firm, Mcl, Msc
+
+    common_kwargs: dict[str, Any] = {"post_processor": False, "evaluator": False, "visualizer": False}
+    if case.model == "firm":
+        return Firm(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
+    if case.model == "mcl":
+        return Mcl(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
+    weights = MSC_WEIGHTS.get(case.backbone, "random")
+    return Msc(backbone=case.backbone, weights=weights, image_size=case.image_size, **common_kwargs)
+
+
+def build_optimizer(module: nn.Module, case: Case) -> torch.optim.Optimizer:
+    """The model's own SGD settings (no schedule: it costs nothing per step)."""
+    parameters = [parameter for parameter in module.model.parameters() if parameter.requires_grad]
+    if case.model == "mcl":
+        lr = module.lr * case.batch_items / 256 if module.scale_lr else module.lr
+        return torch.optim.SGD(
+            parameters, lr=lr, momentum=module.momentum, weight_decay=module.weight_decay, nesterov=True
+        )
+    return torch.optim.SGD(parameters, lr=module.lr, momentum=module.momentum, weight_decay=module.weight_decay)
+
+
+def set_msc_center(module: nn.Module, images: torch.Tensor, device: torch.device, count: int = 256) -> None:
+    """MSC needs its fixed centre before the first step: computed from up to ``count`` normal images."""
+    batches = (
+        images[start : start + 64].to(device).float().div(255) for start in range(0, min(count, len(images)), 64)
+    )
+    module.compute_center(batches)
+
+
+# --------------------------------------------------------------------------- ours
+class IndexStream:
+    """Batches of indices from on-device random permutations (epoch by epoch, no host sync)."""
+
+    def __init__(self, size: int, batch: int, device: torch.device) -> None:
+        self.size, self.batch, self.device = size, batch, device
+        self.buffer = torch.empty(0, dtype=torch.long, device=device)
+        self.available = 0
+
+    def next(self) -> torch.Tensor:
+        """The next ``batch`` indices (a new permutation is appended whenever the current runs out)."""
+        while self.available < self.batch:
+            self.buffer = torch.cat([self.buffer, torch.randperm(self.size, device=self.device)])
+            self.available += self.size
+        indices, self.buffer = self.buffer[: self.batch], self.buffer[self.batch :]
+        self.available -= self.batch
+        return indices
+
+
+def ours_step(module: nn.Module, case: Case, images: torch.Tensor, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One training step of the package's pipeline: gather, ``compute_loss``, backward, SGD."""
+    optimizer = build_optimizer(module, case)
+    stream = IndexStream(len(images), case.images_per_step, device)
+
+    def step() -> torch.Tensor:
+        batch = types.SimpleNamespace(image=images[stream.next()].float().div_(255))
+        loss = module.compute_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------- paper-style
+class PilGaussianBlur:
+    """MoCo-v2's blur: PIL ``ImageFilter.GaussianBlur`` with a radius drawn from ``sigma`` (MSC's code)."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.sigma = sigma
+
+    def __call__(self, image: Any) -> Any:
+        """Blur one PIL image."""
+        from PIL import ImageFilter
+
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+def paper_transform(case: Case) -> Callable[[Any], torch.Tensor]:
+    """Per-image torchvision transform of one view, as the paper lists it for the model."""
+    from torchvision import transforms as T
+
+    size = case.image_size
+    if case.model == "firm":
+        return T.Compose(
+            [
+                T.RandomResizedCrop(size, scale=(0.25, 1.0), ratio=(1.0, 1.0)),
+                T.ColorJitter(0.4, 0.4, 0.4, 0.4),
+                T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.75),
+                T.ToTensor(),
+                T.Normalize(CIFAR_MEAN, CIFAR_STD),
+            ]
+        )
+    if case.model == "mcl":
+        return T.Compose(
+            [
+                T.RandomResizedCrop(size, scale=(0.08, 1.0)),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+                T.ToTensor(),
+            ]
+        )
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([PilGaussianBlur((0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def to_pil(images: torch.Tensor) -> list[Any]:
+    """uint8 ``(N, 3, H, W)`` -> list of RGB PIL images."""
+    from PIL import Image
+
+    return [Image.fromarray(image.permute(1, 2, 0).numpy(), mode="RGB") for image in images.cpu()]
+
+
+def rotate_pil(image: Any, rotation: int) -> Any:
+    """Rotate a PIL image by ``rotation`` quarter turns counter-clockwise (as ``torch.rot90``)."""
+    from PIL import Image
+
+    turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+    return image if rotation == 0 else image.transpose(turns[rotation])
+
+
+class FirmRotationDataset(Dataset):
+    """FIRM authors' layout: 4n items, every image and its 3 rotations as separate PIL images."""
+
+    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.items = [(rotate_pil(image, rotation), rotation) for rotation in range(4) for image in images]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, rotation = self.items[index]
+        return self.transform(image), self.transform(image), rotation
+
+
+class MclRotationDataset(Dataset):
+    """MCL layout: every item returns its 4 rotations, two views each (base flip p 0.5 per view)."""
+
+    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _view(self, rotation: int, base: Any) -> torch.Tensor:
+        from PIL import Image
+
+        flipped = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if random.random() < 0.5 else base
+        return self.transform(rotate_pil(flipped, rotation))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        base = self.images[index]
+        view1 = torch.stack([self._view(rotation, base) for rotation in range(4)])
+        view2 = torch.stack([self._view(rotation, base) for rotation in range(4)])
+        return view1, view2
+
+
+class TwoViewDataset(Dataset):
+    """MSC layout: every item returns two views of its image."""
+
+    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        return self.transform(image), self.transform(image)
+
+
+def paper_loader(case: Case, images: torch.Tensor, total_steps: int, workers: int, device: torch.device) -> DataLoader:
+    """DataLoader of the paper-style dataset, shuffled, enough batches for ``total_steps``."""
+    pil_images = to_pil(images)
+    transform = paper_transform(case)
+    if case.model == "firm":
+        dataset: Dataset = FirmRotationDataset(pil_images, transform)
+        batch = case.batch_items
+    elif case.model == "mcl":
+        dataset, batch = MclRotationDataset(pil_images, transform), case.images_per_step
+    else:
+        dataset, batch = TwoViewDataset(pil_images, transform), case.batch_items
+    sampler = RandomSampler(dataset, num_samples=total_steps * batch)
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
+
+
+def paper_step(module: nn.Module, case: Case, loader: DataLoader, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One training step of the paper-style pipeline: next loader batch, network, loss, backward, SGD."""
+    from anomalib_firm.models.image.mcl.loss import sample_partners
+    from anomalib_firm.models.image.mcl.reference import naive_mcl_loss
+
+    optimizer = build_optimizer(module, case)
+    network = module.model
+    batches = iter(loader)
+
+    def loss_of(batch: Any) -> torch.Tensor:
+        if case.model == "firm":
+            view1, view2, rotations = batch
+            views = torch.cat([view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)])
+            z1, z2 = network.head(network.encoder(views)).chunk(2)  # normalised in the transforms
+            return module.loss(z1, z2, rotations.to(device, non_blocking=True) == 0)
+        if case.model == "mcl":
+            view1, view2 = batch  # (B, 4, 3, S, S) each -> rotation-major (4B, 3, S, S)
+            views = torch.cat(
+                [view.to(device, non_blocking=True).transpose(0, 1).flatten(0, 1) for view in (view1, view2)]
+            )
+            z1, z2 = network.embed(views).chunk(2)
+            labels = torch.arange(4, device=device).repeat_interleave(view1.shape[0])
+            loss_fn = module.loss
+            return naive_mcl_loss(
+                z1,
+                z2,
+                labels,
+                sample_partners(labels),
+                num_classes=1,
+                temperature=loss_fn.temperature,
+                alpha=loss_fn.alpha,
+                beta=loss_fn.beta,
+                spa_weight=loss_fn.spa_weight,
+                missing_partner="exclude",
+            )[0]
+        view1, view2 = batch
+        views = torch.cat([view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)])
+        z1, z2 = F.normalize(network.backbone(views), dim=-1).chunk(2)  # ImageNet-normalised in the transforms
+        return module.loss(z1, z2, network.center)
+
+    def step() -> torch.Tensor:
+        loss = loss_of(next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------- measuring
+def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Namespace, device: torch.device) -> Result:
+    """Build a fresh model and time one pipeline on one case."""
+    common.seed_all(args.seed)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    module = build_module(case).to(device).train()
+    if case.model == "msc":
+        set_msc_center(module, normal, device)
+    if pipeline == "ours":
+        if device.type == "cuda" and module.mixed_precision:
+            module.model.to(memory_format=torch.channels_last)  # what on_fit_start does under a Trainer
+        step = ours_step(module, case, normal.to(device), device)
+    else:
+        loader = paper_loader(case, normal, args.warmup + (args.steps or args.max_steps), args.workers, device)
+        step = paper_step(module, case, loader, device)
+    losses: list[torch.Tensor] = []
+    seconds, steps = common.time_steps(
+        lambda: losses.append(step()),
+        device,
+        args.warmup,
+        steps=args.steps,
+        min_steps=args.min_steps,
+        min_seconds=args.min_seconds,
+        max_steps=args.max_steps,
+    )
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return Result(case, pipeline, device, steps * case.batch_items / seconds, peak, float(losses[-1]), steps)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command line; device-dependent defaults are filled in after parsing."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--data", choices=common.DATA_CHOICES, default="fashion_mnist")
+    parser.add_argument("--category", default="0", help="normal class (name or index)")
+    parser.add_argument("--max-images", type=int, default=2048, help="normal training images held (first N)")
+    parser.add_argument("--steps", type=int, default=None, help="exact number of timed steps (default: adaptive)")
+    parser.add_argument("--min-steps", type=int, default=None, help="adaptive: at least (default: 20 CUDA, 3 CPU)")
+    parser.add_argument("--min-seconds", type=float, default=10.0, help="adaptive: time at least this long")
+    parser.add_argument("--max-steps", type=int, default=1000, help="adaptive: at most this many timed steps")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 CUDA, 1 CPU)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the paper-style pipeline")
+    parser.add_argument("--firm-image-size", type=int, default=32)
+    parser.add_argument("--mcl-image-size", type=int, default=32)
+    parser.add_argument("--msc-image-size", type=int, default=None, help="default: 224 on CUDA, 64 on CPU")
+    parser.add_argument("--firm-backbone", default="resnet18_cifar")
+    parser.add_argument("--mcl-backbone", default="resnet34_cifar")
+    parser.add_argument(
+        "--msc-backbones",
+        nargs="+",
+        default=None,
+        help="default: efficientnet_lite0 (package ImageNet weights) and, on CUDA, resnet152 (random weights)",
+    )
+    parser.add_argument(
+        "--firm-batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="items per step (paper: 32); default: CUDA 32 512, CPU 32",
+    )
+    parser.add_argument(
+        "--mcl-batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="items per step (paper: 1024); default: CUDA 1024, CPU 32",
+    )
+    parser.add_argument("--msc-batch", type=int, nargs="+", default=[64], help="images per step (paper: 64)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    defaults = {
+        "min_steps": 20 if cuda else 3,
+        "warmup": 10 if cuda else 1,
+        "msc_image_size": 224 if cuda else 64,
+        "msc_backbones": ["efficientnet_lite0", "resnet152"] if cuda else ["efficientnet_lite0"],
+        "firm_batch": [32, 512] if cuda else [32],
+        "mcl_batch": [1024] if cuda else [32],
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("firm_batch", "mcl_batch"):
+        if any(batch % 4 or batch < 8 for batch in getattr(args, name)):
+            parser.error(f"--{name.replace('_', '-')}: items per step must be multiples of 4, at least 8")
+    return args
+
+
+def cases_of(args: argparse.Namespace) -> list[Case]:
+    """All (model, backbone, batch) combinations asked for."""
+    cases: list[Case] = []
+    for model in args.models:
+        if model == "firm":
+            cases += [Case("firm", args.firm_backbone, args.firm_image_size, batch) for batch in args.firm_batch]
+        elif model == "mcl":
+            cases += [Case("mcl", args.mcl_backbone, args.mcl_image_size, batch) for batch in args.mcl_batch]
+        else:
+            cases += [
+                Case("msc", backbone, args.msc_image_size, batch)
+                for backbone in args.msc_backbones
+                for batch in args.msc_batch
+            ]
+    return cases
+
+
+def main() -> None:
+    """Run every case with both pipelines and print the table."""
+    common.quiet_warnings()
+    args = parse_args()
+    device = common.resolve_device(args.device)
+    print(common.hardware_description(device))
+    timed = (
+        f"{args.steps} timed steps"
+        if args.steps
+        else f">= {args.min_steps} timed steps and >= {args.min_seconds:g} s (<= {args.max_steps} steps)"
+    )
+    print(
+        f"data {args.data} class {args.category}; {args.warmup} warm-up steps, then {timed}; "
+        f"paper-style DataLoader workers {args.workers}; seed {args.seed}; "
+        f"ours: {'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}, paper-style: fp32",
+        flush=True,
+    )
+    results: list[Result] = []
+    images_by_size: dict[int, torch.Tensor] = {}
+    for case in cases_of(args):
+        if case.image_size not in images_by_size:
+            images_by_size[case.image_size] = common.load_normal_images(
+                args.data, args.category, case.image_size, args.max_images
+            )
+        normal = images_by_size[case.image_size]
+        for pipeline in ("ours", "paper-style"):
+            try:
+                result = measure(case, pipeline, normal, args, device)
+            except Exception as error:  # a failing case is reported, the others still run
+                result = Result(
+                    case, pipeline, device, math.nan, None, math.nan, error=f"{type(error).__name__}: {error}"
+                )
+            results.append(result)
+            gc.collect()
+            status = result.error or f"{result.items_per_second:.1f} items/s, last loss {result.last_loss:.4f}"
+            print(f"  {case.label} batch {case.batch_items} {pipeline}: {status}", flush=True)
+    print()
+    print(render(results, device, max((len(images) for images in images_by_size.values()), default=0)))
+
+
+def render(results: list[Result], device: torch.device, num_images: int) -> str:
+    """The result table (ratio = ours / paper-style items/s of the same case)."""
+    cuda = device.type == "cuda"
+    headers = ["model", "pipeline", "device", "image", "batch (items)", "steps", "items/s", "ours/paper"]
+    if cuda:
+        headers.append("peak GPU GiB")
+    speed = {(result.case, result.pipeline): result.items_per_second for result in results}
+    rows = []
+    for result in results:
+        ratio = "-"
+        if result.pipeline == "ours":
+            paper = speed.get((result.case, "paper-style"), math.nan)
+            if paper > 0 and not math.isnan(result.items_per_second):
+                ratio = f"{result.items_per_second / paper:.1f}x"
+        row: list[object] = [
+            result.case.label,
+            result.pipeline,
+            str(result.device),
+            result.case.image_size,
+            result.case.batch_items,
+            result.steps,
+            "failed" if result.error else f"{result.items_per_second:.1f}",
+            ratio,
+        ]
+        if cuda:
+            row.append("-" if result.peak_memory_gib is None else f"{result.peak_memory_gib:.2f}")
+        rows.append(row)
+    table = common.format_table(headers, rows)
+    notes = [f"FIRM/MCL items = rotated items (4 per image); MSC items = images. Normal images held: {num_images}."]
+    notes += [f"{r.case.label} {r.pipeline}: {r.error}" for r in results if r.error]
+    notes += [
+        f"{r.case.label} {r.pipeline}: non-finite loss {r.last_loss} (the speed is still measured)"
+        for r in results
+        if not r.error and not math.isfinite(r.last_loss)
+    ]
+    return "\n".join([table, *notes])
+
+
+if __name__ == "__main__":
+    main()
