@@ -91,6 +91,29 @@ def raw_pixel_knn_auroc(data_args: dict, category: int, k: int = 5) -> float:
     return float(roc_auc_score(labels.numpy(), distances.numpy()))
 
 
+def print_table(
+    protocol: str,
+    classes: list[int],
+    data_args: dict,
+    table: dict[str, dict[int, float]],
+    settings: dict[str, str],
+    durations: dict[str, float],
+) -> None:
+    """Print the protocol, hardware and per-class AUROC table (markdown)."""
+    print(f"\nFashion-MNIST one-vs-rest, protocol `{protocol}` (image AUROC, last epoch, seed 0)")
+    print(f"hardware: {hardware()}")
+    print("data: " + ", ".join(f"{key}={value}" for key, value in data_args.items()))
+    for name, text in settings.items():
+        print(f"{name}: {text}; wall time {durations[name] / 60:.1f} min for {len(classes)} classes")
+    header = "| method | " + " | ".join(str(c) for c in classes) + " | mean |"
+    print("\n" + header)
+    print("|" + "---|" * (len(classes) + 2))
+    for name, scores in table.items():
+        values = [scores.get(c, float("nan")) for c in classes]
+        cells = " | ".join(f"{v:.3f}" for v in values)
+        print(f"| {name} | {cells} | {np.nanmean(values):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=("quick", "full"), default="quick")
@@ -117,24 +140,14 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         rows = run_benchmark(config, workdir)
-        durations[model] = time.perf_counter() - start
         name = rows[0]["model.class_path"]
+        durations[name] = time.perf_counter() - start
         table[name] = {int(row["data.init_args.category"]): float(row["image_AUROC"]) for row in rows}
         init_args = config["benchmark"]["model"]["init_args"]
         settings[name] = ", ".join(f"{key}={value}" for key, value in init_args.items() if key != "visualizer")
-
-    print(f"\nFashion-MNIST one-vs-rest, protocol `{args.protocol}` (image AUROC, last epoch, seed 0)")
-    print(f"hardware: {hardware()}")
-    print("data: " + ", ".join(f"{key}={value}" for key, value in data_args.items()))
-    for name, text in settings.items():
-        print(f"{name}: {text}; wall time {durations[name.lower()] / 60:.1f} min for {len(args.classes)} classes")
-    header = "| method | " + " | ".join(str(c) for c in args.classes) + " | mean |"
-    print("\n" + header)
-    print("|" + "---|" * (len(args.classes) + 2))
-    for name, scores in table.items():
-        values = [scores.get(c, float("nan")) for c in args.classes]
-        cells = " | ".join(f"{v:.3f}" for v in values)
-        print(f"| {name} | {cells} | {np.nanmean(values):.3f} |")
+        print_table(args.protocol, args.classes, data_args, table, settings, durations)  # partial results early
+    if not models:
+        print_table(args.protocol, args.classes, data_args, table, settings, durations)
 
 
 if __name__ == "__main__":
