@@ -123,10 +123,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep anomalib's outputs here (default: temp)")
     args = parser.parse_args()
 
+    # The images every model sees (the batch sizes differ per model and do not matter here).
     data_args = {
         key: value
         for key, value in load_config(args.protocol, "firm", args.classes)["benchmark"]["data"]["init_args"].items()
-        if key != "category"
+        if key not in ("category", "train_batch_size", "eval_batch_size")
     }
     table: dict[str, dict[int, float]] = {"raw-pixel 5-NN": {}}
     for category in args.classes:

@@ -20,7 +20,6 @@ Example:
     >>> datamodule = FashionMNIST(category="sneaker")
 """
 
-
 from anomalib_firm.data.cifar import CIFAR10, CIFAR100
 from anomalib_firm.data.class_folder import ClassFolder
 from anomalib_firm.data.digits import Digits
