@@ -286,15 +286,20 @@ class ContrastiveViews(nn.Module):
         return views
 
 
-def firm_views(output_size: int) -> ContrastiveViews:
-    """FIRM: crop (scale 0.25-1, square), jitter 0.4 x 4 always, blur k=3 sigma 0.1-2 p 0.75."""
+def firm_views(
+    output_size: int,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    jitter: float = 0.4,
+    blur_probability: float = 0.75,
+) -> ContrastiveViews:
+    """FIRM: square crop (scale 0.25-1), jitter 0.4 x 4 always, blur k=3 sigma 0.1-2 p 0.75."""
     return ContrastiveViews(
         output_size,
-        crop_scale=(0.25, 1.0),
+        crop_scale=crop_scale,
         crop_ratio=(1.0, 1.0),
-        jitter=(0.4, 0.4, 0.4, 0.4),
+        jitter=(jitter, jitter, jitter, jitter),
         jitter_probability=1.0,
-        blur_probability=0.75,
+        blur_probability=blur_probability,
         blur_kernel_size=3,
     )
 
@@ -312,11 +317,11 @@ def msc_views(output_size: int) -> ContrastiveViews:
     )
 
 
-def mcl_views(output_size: int) -> ContrastiveViews:
+def mcl_views(output_size: int, crop_scale: tuple[float, float] = (0.08, 1.0)) -> ContrastiveViews:
     """MCL: crop 0.08-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grey p 0.2 (flip is done before rotating)."""
     return ContrastiveViews(
         output_size,
-        crop_scale=(0.08, 1.0),
+        crop_scale=crop_scale,
         jitter=(0.4, 0.4, 0.4, 0.1),
         jitter_probability=0.8,
         grayscale_probability=0.2,

@@ -28,7 +28,7 @@ from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
-from anomalib_firm.models.components.augmentations import ContrastiveViews
+from anomalib_firm.models.components.augmentations import firm_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import one_cycle_factor
@@ -116,15 +116,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             eval_zoom=eval_zoom,
         )
         self.loss = FirmLoss(temperature=temperature, layout=loss_layout)
-        self.views = ContrastiveViews(
-            image_size,
-            crop_scale=crop_scale,
-            crop_ratio=(1.0, 1.0),
-            jitter=(jitter, jitter, jitter, jitter),
-            jitter_probability=1.0,
-            blur_probability=blur_probability,
-            blur_kernel_size=3,
-        )
+        self.views = firm_views(image_size, crop_scale=crop_scale, jitter=jitter, blur_probability=blur_probability)
         self.use_class_labels = use_class_labels
         self.num_neighbors = num_neighbors
         self.lr = lr

@@ -41,7 +41,7 @@ from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
-from anomalib_firm.models.components.augmentations import ContrastiveViews
+from anomalib_firm.models.components.augmentations import mcl_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -153,13 +153,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             spa_weight=spa_weight,
             missing_partner=missing_partner,
         )
-        self.views = ContrastiveViews(
-            image_size,
-            crop_scale=crop_scale,
-            jitter=(0.4, 0.4, 0.4, 0.1),
-            jitter_probability=0.8,
-            grayscale_probability=0.2,
-        )
+        self.views = mcl_views(image_size, crop_scale=crop_scale)
         self.use_class_labels = use_class_labels
         self.num_classes = num_classes
         self.flip_probability = flip_probability
