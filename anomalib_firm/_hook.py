@@ -57,6 +57,8 @@ class AnomalibWatcher:
     @staticmethod
     def find_spec(fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
         hook_name = _TRIGGERS.get(fullname)
+        if hook_name is None and fullname.startswith("anomalib_firm.") and fullname != "anomalib_firm._register":
+            hook_name = "register_pending"  # any of our modules: finish a registration deferred meanwhile
         if hook_name is None:
             return None
         spec = PathFinder.find_spec(fullname, path, target)  # type: ignore[arg-type]

@@ -64,8 +64,28 @@ def register_models() -> None:
         return
     if not _is_loading("anomalib.models") or hasattr(models, "ALLOWED_MODULES"):
         getattr(models, "ALLOWED_MODULES", set()).add("anomalib_firm.models")
+    # When one of our own modules (e.g. a shared component) is what made anomalib load, importing
+    # the model packages now would re-enter it half-initialised: register only those already
+    # loaded; the others register themselves when they finish loading (they are hook triggers).
+    inside_our_import = any(name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules))
+    global _models_pending
+    _models_pending = False
     for module_name in _MODEL_MODULES:
+        if inside_our_import and module_name not in sys.modules:
+            _models_pending = True
+            continue
         _export_names("anomalib.models", module_name)
+
+
+_models_pending = False
+
+
+def register_pending() -> None:
+    """Finish a model registration deferred by :func:`register_models`, once our import completed."""
+    if _models_pending and not any(
+        name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules)
+    ):
+        register_models()
 
 
 def register_data() -> None:
