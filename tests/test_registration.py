@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,22 @@ def test_startup_imports_nothing_heavy():
 @pytest.mark.slow
 def test_registered_whatever_the_import_order(first_import):
     assert _python(first_import + "\n" + CHECK).strip().endswith("ok")
+
+
+def test_startup_line_is_silent_without_the_package(tmp_path):
+    """A stale .pth (package removed, editable checkout moved) must not print errors at every start-up."""
+    line = (Path(__file__).parent.parent / "anomalib_firm.pth").read_text().strip()
+    assert line.startswith("import ")  # site.py executes only lines starting with "import"
+    # -S: no site-packages, and tmp_path as the working directory: anomalib_firm cannot be found.
+    hidden = subprocess.run(
+        [sys.executable, "-S", "-c", line], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert hidden.returncode == 0, hidden.stderr
+    assert hidden.stderr == ""
+    found = subprocess.run(
+        [sys.executable, "-c", line + "\nimport sys; print('anomalib_firm._hook' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.stdout.strip() == "True", found.stderr
