@@ -72,6 +72,9 @@ class ContrastiveAnomalyMixin:
             Ignored on the CPU.
         max_epochs: Optional trainer ``max_epochs`` imposed by the model (for ``anomalib
             benchmark``, whose trainer cannot be configured); ``None`` leaves the trainer's.
+        val_every_n_epochs: Optional trainer ``check_val_every_n_epoch`` imposed likewise. Each
+            validation refits the scorer on all normal images, so long schedules validate
+            rarely; with ``max_epochs`` it must divide it (the last epoch is always validated).
         pre_processor, post_processor, evaluator, visualizer: As in anomalib.
     """
 
@@ -88,11 +91,20 @@ class ContrastiveAnomalyMixin:
         image_size: int,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
+        val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:
+        if val_every_n_epochs is not None and (
+            val_every_n_epochs < 1 or (max_epochs is not None and max_epochs % val_every_n_epochs)
+        ):
+            msg = (
+                f"val_every_n_epochs={val_every_n_epochs} must be a positive divisor of max_epochs={max_epochs}: "
+                "otherwise the last epoch is not validated and the threshold comes from an older network."
+            )
+            raise ValueError(msg)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor((image_size, image_size))
         super().__init__(
@@ -104,6 +116,7 @@ class ContrastiveAnomalyMixin:
         self.image_size = image_size
         self.mixed_precision = mixed_precision
         self.max_epochs = max_epochs
+        self.val_every_n_epochs = val_every_n_epochs
         self._scorer_stale = False
         self._pending_loss: torch.Tensor | None = None
 
@@ -115,10 +128,12 @@ class ContrastiveAnomalyMixin:
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """No sanity validation (the scorer needs a trained network); optional ``max_epochs``."""
+        """No sanity validation (the scorer needs a trained network); optional epoch settings."""
         arguments: dict[str, Any] = {"num_sanity_val_steps": 0}
         if self.max_epochs is not None:
             arguments["max_epochs"] = self.max_epochs
+        if self.val_every_n_epochs is not None:
+            arguments["check_val_every_n_epoch"] = self.val_every_n_epochs
         return arguments
 
     @property

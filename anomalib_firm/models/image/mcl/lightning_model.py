@@ -88,6 +88,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: SGD weight decay.
         mixed_precision: bf16 autocast + channels_last on CUDA (training only).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
+        val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
+            of ``max_epochs``; each validation refits the scorer).
         pre_processor, post_processor, evaluator, visualizer: As in anomalib.
     """
 
@@ -114,6 +116,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: float = 1e-6,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
+        val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Any = True,
@@ -132,6 +135,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             image_size=image_size,
             mixed_precision=mixed_precision,
             max_epochs=max_epochs,
+            val_every_n_epochs=val_every_n_epochs,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,

@@ -66,6 +66,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         momentum: SGD momentum (0 in the paper).
         mixed_precision: bf16 autocast + channels_last on CUDA.
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
+        val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
+            of ``max_epochs``; each validation refits the scorer).
         pre_processor, post_processor, evaluator, visualizer: As in anomalib.
     """
 
@@ -84,6 +86,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         momentum: float = 0.0,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
+        val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Any = True,
@@ -93,6 +96,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             image_size=image_size,
             mixed_precision=mixed_precision,
             max_epochs=max_epochs,
+            val_every_n_epochs=val_every_n_epochs,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
