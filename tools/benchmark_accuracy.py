@@ -137,7 +137,7 @@ def main() -> None:
     models = [] if args.baseline_only else args.models
     for model in models:
         config = load_config(args.protocol, model, args.classes)
-        workdir = args.workdir / model if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_{model}_"))
+        workdir = (args.workdir / model).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_{model}_"))
         workdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         rows = run_benchmark(config, workdir)
