@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 # Small network settings so that a CLI run takes seconds on a 2-core CPU.
@@ -73,3 +74,25 @@ def write_digits_folder(root: Path, normal_digit: int = 0, num_train: int = 40, 
             image = Image.fromarray(images[index]).resize((16, 16), Image.NEAREST).convert("RGB")
             image.save(root / folder / f"{index:04d}.png")
     return root
+
+
+def folder_test_images(root: Path) -> torch.Tensor:
+    """All test PNGs of the digits Folder tree as one (N, 3, H, W) float batch in [0, 1]."""
+    paths = sorted((root / "test").glob("*/*.png"))
+    return torch.stack([torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1) for path in paths]).float() / 255
+
+
+def max_openvino_score_difference(xml: Path, model: torch.nn.Module, images: torch.Tensor) -> float:
+    """Largest |score| difference between an exported OpenVINO model and the eager model, image by image.
+
+    The f32 hint: OpenVINO would otherwise pick bf16 on CPUs that have it, and the k-NN /
+    Mahalanobis scores of near-identical images are closer together than bf16 resolves.
+    Call from the folder where ``./openvino_cache`` may be written.
+    """
+    from anomalib.deploy import OpenVINOInferencer
+
+    with torch.no_grad():
+        torch_scores = model.eval()(images).pred_score.numpy()
+    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    openvino_scores = np.concatenate([inferencer.predict(image[None]).pred_score.reshape(-1) for image in images])
+    return float(np.abs(openvino_scores - torch_scores).max())

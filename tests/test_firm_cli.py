@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from cli_utils import TINY_FIRM, folder_data_args, metric, run_anomalib
+from cli_utils import (
+    TINY_FIRM,
+    folder_data_args,
+    folder_test_images,
+    max_openvino_score_difference,
+    metric,
+    run_anomalib,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +54,6 @@ def test_test_and_predict_from_checkpoint(trained, digits_folder):
 
 
 def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
-    from anomalib.deploy import OpenVINOInferencer
-    from PIL import Image
-
     from anomalib_firm.models import Firm
 
     workdir, checkpoint, _ = trained
@@ -63,15 +65,8 @@ def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
     )  # fmt: skip
     xml = workdir / "results" / "weights" / "openvino" / "model.xml"
     assert xml.exists()
-    paths = sorted((digits_folder / "test").glob("*/*.png"))
-    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
-    model = Firm.load_from_checkpoint(checkpoint).eval()
-    with torch.no_grad():
-        torch_scores = model(images).pred_score.numpy()
-    # OpenVINO would pick bf16 on CPUs that have it; f32 keeps the tightly packed scores equal.
-    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
-    openvino_scores = np.concatenate([inferencer.predict(image[None]).pred_score.reshape(-1) for image in images])
-    assert np.abs(openvino_scores - torch_scores).max() < 1e-4
+    model = Firm.load_from_checkpoint(checkpoint)
+    assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4
 
 
 def test_benchmark_accepts_firm(digits_folder, tmp_path):

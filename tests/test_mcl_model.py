@@ -15,7 +15,14 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.engine import Engine
-from cli_utils import folder_data_args, metric, run_anomalib, write_digits_folder
+from cli_utils import (
+    folder_data_args,
+    folder_test_images,
+    max_openvino_score_difference,
+    metric,
+    run_anomalib,
+    write_digits_folder,
+)
 
 from anomalib_firm.data import Digits
 from anomalib_firm.data.batch import OneVsRestImageBatch
@@ -259,8 +266,7 @@ def test_cli_one_class_training_and_checkpoint(one_class_cli):
 
 @pytest.mark.slow
 def test_openvino_export_matches_torch(one_class_cli, digits_folder, monkeypatch):
-    from anomalib.deploy import ExportType, OpenVINOInferencer
-    from PIL import Image
+    from anomalib.deploy import ExportType
 
     workdir, checkpoint, _ = one_class_cli
     monkeypatch.chdir(workdir)  # OpenVINOInferencer writes ./openvino_cache
@@ -270,10 +276,4 @@ def test_openvino_export_matches_torch(one_class_cli, digits_folder, monkeypatch
     )
     assert xml is not None
     assert xml.exists()
-    paths = sorted((digits_folder / "test").glob("*/*.png"))
-    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
-    with torch.no_grad():
-        torch_scores = model(images).pred_score.numpy()
-    inferencer = OpenVINOInferencer(xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
-    openvino_scores = np.concatenate([inferencer.predict(image[None]).pred_score.reshape(-1) for image in images])
-    assert np.abs(openvino_scores - torch_scores).max() < 1e-4
+    assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4

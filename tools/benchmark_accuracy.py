@@ -100,7 +100,7 @@ def print_table(
     durations: dict[str, float],
 ) -> None:
     """Print the protocol, hardware and per-class AUROC table (markdown)."""
-    print(f"\nFashion-MNIST one-vs-rest, protocol `{protocol}` (image AUROC, last epoch, seed 0)")
+    print(f"\nFashion-MNIST one-vs-rest, protocol `{protocol}` (image AUROC, last epoch)")
     print(f"hardware: {hardware()}")
     print("data: " + ", ".join(f"{key}={value}" for key, value in data_args.items()))
     for name, text in settings.items():
@@ -145,7 +145,9 @@ def main() -> None:
         durations[name] = time.perf_counter() - start
         table[name] = {int(row["data.init_args.category"]): float(row["image_AUROC"]) for row in rows}
         init_args = config["benchmark"]["model"]["init_args"]
-        settings[name] = ", ".join(f"{key}={value}" for key, value in init_args.items() if key != "visualizer")
+        settings[name] = f"seed={config['benchmark']['seed']}, " + ", ".join(
+            f"{key}={value}" for key, value in init_args.items() if key != "visualizer"
+        )
         print_table(args.protocol, args.classes, data_args, table, settings, durations)  # partial results early
     if not models:
         print_table(args.protocol, args.classes, data_args, table, settings, durations)

@@ -30,7 +30,9 @@ after the timed steps only). Only the hot path is timed: no Trainer, no logging,
 
 Items: FIRM and MCL count rotated items (4 per image, the batch sizes are in items too), MSC
 counts images. The table gives items/s of both pipelines and the ratio ours / paper-style; on
-CUDA also the peak GPU memory of each pipeline. Defaults depend on the device (printed):
+CUDA also the peak GPU memory of each pipeline. "input alone" times each pipeline's input part
+without the network (paper-style: iterating its DataLoader; ours: gather, rotations, both views):
+it shows which part bounds the training rate. Defaults depend on the device (printed):
 CUDA: 10 warm-up steps, then at least 20 steps and 10 s; FIRM batches 32 and 512 items, MCL 1024
 items, MSC 224 px, 64 images, EfficientNet-Lite0 and ResNet-152. CPU: 1 warm-up step, then at
 least 3 steps and 10 s; FIRM 32 items, MCL 32 items, MSC 64 px, 64 images, EfficientNet-Lite0.
@@ -116,6 +118,7 @@ class Result:
     last_loss: float
     steps: int = 0
     error: str | None = None
+    input_items_per_second: float | None = None
 
 
 def build_module(case: Case) -> nn.Module:
@@ -181,6 +184,21 @@ def ours_step(module: nn.Module, case: Case, images: torch.Tensor, device: torch
         loss.backward()
         optimizer.step()
         return loss.detach()
+
+    return step
+
+
+def ours_input_step(module: nn.Module, case: Case, images: torch.Tensor, device: torch.device) -> Callable[[], object]:
+    """The input part of :func:`ours_step` alone: gather, rotations (FIRM/MCL), two views per item."""
+    from anomalib_firm.models.components.rotations import expand_rotations
+
+    stream = IndexStream(len(images), case.images_per_step, device)
+
+    def step() -> torch.Tensor:
+        batch = images[stream.next()].float().div_(255)
+        items = batch if case.model == "msc" else expand_rotations(batch)[0]
+        with torch.no_grad():
+            return torch.cat([module.views(items), module.views(items)])
 
     return step
 
@@ -404,7 +422,23 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
         max_steps=args.max_steps,
     )
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return Result(case, pipeline, device, steps * case.batch_items / seconds, peak, float(losses[-1]), steps)
+    result = Result(case, pipeline, device, steps * case.batch_items / seconds, peak, float(losses[-1]), steps)
+    # The input pipeline alone (no network): the rate it could feed at most.
+    if pipeline == "ours":
+        input_step = ours_input_step(module, case, normal.to(device), device)
+    else:
+        input_loader = iter(paper_loader(case, normal, args.warmup + args.max_steps, args.workers, device))
+        input_step = lambda: [tensor.to(device, non_blocking=True) for tensor in next(input_loader)]  # noqa: E731
+    input_seconds, input_steps = common.time_steps(
+        input_step,
+        device,
+        args.warmup,
+        min_steps=args.min_steps,
+        min_seconds=args.min_seconds / 2,
+        max_steps=args.max_steps,
+    )
+    result.input_items_per_second = input_steps * case.batch_items / input_seconds
+    return result
 
 
 def parse_args() -> argparse.Namespace:
@@ -531,7 +565,17 @@ def main() -> None:
 def render(results: list[Result], device: torch.device, num_images: int) -> str:
     """The result table (ratio = ours / paper-style items/s of the same case)."""
     cuda = device.type == "cuda"
-    headers = ["model", "pipeline", "device", "image", "batch (items)", "steps", "items/s", "ours/paper"]
+    headers = [
+        "model",
+        "pipeline",
+        "device",
+        "image",
+        "batch (items)",
+        "steps",
+        "items/s",
+        "ours/paper",
+        "input alone items/s",
+    ]
     if cuda:
         headers.append("peak GPU GiB")
     speed = {(result.case, result.pipeline): result.items_per_second for result in results}
@@ -551,12 +595,17 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
             result.steps,
             "failed" if result.error else f"{result.items_per_second:.1f}",
             ratio,
+            "-" if result.input_items_per_second is None else f"{result.input_items_per_second:.0f}",
         ]
         if cuda:
             row.append("-" if result.peak_memory_gib is None else f"{result.peak_memory_gib:.2f}")
         rows.append(row)
     table = common.format_table(headers, rows)
-    notes = [f"FIRM/MCL items = rotated items (4 per image); MSC items = images. Normal images held: {num_images}."]
+    notes = [
+        f"FIRM/MCL items = rotated items (4 per image); MSC items = images. Normal images held: {num_images}.",
+        "input alone: the same pipeline's batches and views without the network (paper-style: the DataLoader "
+        "iterated; ours: gather, rotations, two views per item), the most it could feed the network.",
+    ]
     notes += [f"{r.case.label} {r.pipeline}: {r.error}" for r in results if r.error]
     notes += [
         f"{r.case.label} {r.pipeline}: non-finite loss {r.last_loss} (the speed is still measured)"
