@@ -394,6 +394,16 @@ def paper_step(module: nn.Module, case: Case, loader: DataLoader, device: torch.
     return step
 
 
+def paper_input_step(loader: DataLoader, device: torch.device) -> Callable[[], object]:
+    """The input part of :func:`paper_step` alone: the next loader batch, moved to the device."""
+    batches = iter(loader)
+
+    def step() -> list[torch.Tensor]:
+        return [tensor.to(device, non_blocking=True) for tensor in next(batches)]
+
+    return step
+
+
 # --------------------------------------------------------------------------- measuring
 def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Namespace, device: torch.device) -> Result:
     """Build a fresh model and time one pipeline on one case."""
@@ -427,8 +437,8 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
     if pipeline == "ours":
         input_step = ours_input_step(module, case, normal.to(device), device)
     else:
-        input_loader = iter(paper_loader(case, normal, args.warmup + args.max_steps, args.workers, device))
-        input_step = lambda: [tensor.to(device, non_blocking=True) for tensor in next(input_loader)]  # noqa: E731
+        loader = paper_loader(case, normal, args.warmup + args.max_steps, args.workers, device)
+        input_step = paper_input_step(loader, device)
     input_seconds, input_steps = common.time_steps(
         input_step,
         device,
