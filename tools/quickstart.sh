@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README's main job: train FIRM on scikit-learn's digits (digit 0 normal, the other nine
 # anomalous; no download), print anomalib's test metrics, export to OpenVINO and score a few
-# test images with the exported model. CPU, a few minutes. Usage: bash tools/quickstart.sh [workdir]
+# test images with the exported model. CPU, about 7 minutes on 2 cores. Validation (the bank
+# refit and the threshold) runs at the last epoch only. Usage: bash tools/quickstart.sh [workdir]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 workdir="${1:-quickstart_run}"
@@ -12,7 +13,7 @@ export PYTHONWARNINGS=ignore
 model_args=(--model FIRM --model.image_size 16 --model.visualizer false)
 anomalib train "${model_args[@]}" \
   --data Digits --data.category 0 --data.train_batch_size 32 \
-  --trainer.max_epochs 20 --seed_everything 0 --logging.log_graph false
+  --trainer.max_epochs 20 --trainer.check_val_every_n_epoch 20 --seed_everything 0 --logging.log_graph false
 
 checkpoint="$(ls -td results/Firm/Digits/0/v*/weights/lightning/model.ckpt | head -n 1)"
 anomalib export "${model_args[@]}" --ckpt_path "$checkpoint" --export_type openvino --input_size "[16,16]"
