@@ -34,9 +34,7 @@ def _export_names(target_module_name: str, source_module_name: str) -> None:
     complete), and nothing for a source module that does not exist.
     """
     target = sys.modules.get(target_module_name)
-    if target is None or _is_loading(target_module_name):
-        return
-    if _is_loading(source_module_name):
+    if target is None or _is_loading(target_module_name) or _is_loading(source_module_name):
         return
     try:
         source = importlib.import_module(source_module_name)
@@ -57,17 +55,27 @@ def _is_loading(module_name: str) -> bool:
     return bool(getattr(spec, "_initializing", False))
 
 
+def _inside_our_import() -> bool:
+    """True while one of our own modules is being executed."""
+    return any(name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules))
+
+
+#: A model registration was deferred by :func:`register_models` until our import completes.
+_models_pending = False
+
+
 def register_models() -> None:
     """Expose our models on ``anomalib.models`` and allow ``anomalib_firm.models.*`` class paths."""
     models = sys.modules.get("anomalib.models")
     if models is None:
         return
-    if not _is_loading("anomalib.models") or hasattr(models, "ALLOWED_MODULES"):
-        getattr(models, "ALLOWED_MODULES", set()).add("anomalib_firm.models")
+    allowed_modules = getattr(models, "ALLOWED_MODULES", None)  # not there yet early in its own loading
+    if allowed_modules is not None:
+        allowed_modules.add("anomalib_firm.models")
     # When one of our own modules (e.g. a shared component) is what made anomalib load, importing
     # the model packages now would re-enter it half-initialised: register only those already
     # loaded; the others register themselves when they finish loading (they are hook triggers).
-    inside_our_import = any(name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules))
+    inside_our_import = _inside_our_import()
     global _models_pending
     _models_pending = False
     for module_name in _MODEL_MODULES:
@@ -77,14 +85,9 @@ def register_models() -> None:
         _export_names("anomalib.models", module_name)
 
 
-_models_pending = False
-
-
 def register_pending() -> None:
     """Finish a model registration deferred by :func:`register_models`, once our import completed."""
-    if _models_pending and not any(
-        name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules)
-    ):
+    if _models_pending and not _inside_our_import():
         register_models()
 
 
