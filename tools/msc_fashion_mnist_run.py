@@ -30,12 +30,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import _bench_common as common
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -86,11 +86,7 @@ def describe_hardware() -> str:
     """GPU name, or CPU model and the number of threads torch uses, plus the machine load."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
+    cpu = common.cpu_model()
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {torch.get_num_threads()} torch threads{load}"
 
@@ -103,7 +99,7 @@ def evaluate(model: Msc, datamodule: FashionMNISTSubset) -> tuple[float, float]:
     model.fit_scorer(model._normal_images(datamodule.train_dataloader()))
     scores, labels = [], []
     for batch in datamodule.test_dataloader():
-        images = model.pre_processor.transform(batch.image.to(model.device))
+        images = model._resized_on_device(batch.image)
         scores.append(model.model(images).pred_score.cpu())
         labels.append(batch.gt_label.cpu())
     auroc = roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy())

@@ -257,7 +257,10 @@ class ContrastiveAnomalyMixin:
 
     def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:
         """Resized normal training images, batch by batch, on the model's device."""
-        transform = self.pre_processor.transform if self.pre_processor is not None else None
         for batch in loader:
-            images = batch.image.to(self.device, non_blocking=True)
-            yield transform(images) if transform is not None else images
+            yield self._resized_on_device(batch.image)
+
+    def _resized_on_device(self, images: torch.Tensor) -> torch.Tensor:
+        """A loader's images moved to the model's device and resized by the pre-processor."""
+        images = images.to(self.device, non_blocking=True)
+        return self.pre_processor.transform(images) if self.pre_processor is not None else images

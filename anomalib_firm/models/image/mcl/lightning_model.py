@@ -288,14 +288,13 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         Overrides the mixin's generator of images alone: the labelled mode fits one Gaussian per class.
         """
         self._check_normal_classes(getattr(self.trainer, "datamodule", None))  # e.g. a test run without training
-        transform = self.pre_processor.transform if self.pre_processor is not None else None
         for batch in loader:
-            images = batch.image.to(self.device, non_blocking=True)
+            images = self._resized_on_device(batch.image)
             if self.use_class_labels:
                 classes = self._class_labels(batch).to(self.device)
             else:
                 classes = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
-            yield (transform(images) if transform is not None else images), classes
+            yield images, classes
 
     def fit_scorer(self, images: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:  # type: ignore[override]
         """Fit the (class, rotation) Gaussians on the head embeddings of the normal training images.
