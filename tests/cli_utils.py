@@ -7,10 +7,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from anomalib.data import Folder
 
 # Small network settings so that a CLI run takes seconds on a 2-core CPU.
 TINY_FIRM = [
@@ -34,6 +38,23 @@ def folder_data_args(root: Path) -> list[str]:
         "--data.num_workers", "0",
         "--data.seed", "0",  # the same validation/test split in every command
     ]  # fmt: skip
+
+
+def digits_folder_datamodule(root: Path, train_batch_size: int, **kwargs: Any) -> Folder:
+    """The digits Folder tree as an anomalib ``Folder`` data module (the Python twin of ``folder_data_args``)."""
+    from anomalib.data import Folder
+
+    return Folder(
+        name="digits",
+        root=root,
+        normal_dir="train/good",
+        abnormal_dir="test/bad",
+        normal_test_dir="test/good",
+        train_batch_size=train_batch_size,
+        num_workers=0,
+        seed=0,
+        **kwargs,
+    )
 
 
 def run_anomalib(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

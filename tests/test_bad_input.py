@@ -9,24 +9,13 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.engine import Engine
-from cli_utils import write_digits_folder
+from cli_utils import digits_folder_datamodule, write_digits_folder
 
 from anomalib_firm.models import Firm
 
 
-def _folder(root: Path, **kwargs) -> Folder:
-    return Folder(
-        name="digits",
-        root=root,
-        normal_dir="train/good",
-        abnormal_dir="test/bad",
-        normal_test_dir="test/good",
-        train_batch_size=8,
-        eval_batch_size=32,
-        num_workers=0,
-        seed=0,
-        **kwargs,
-    )
+def _folder(root: Path) -> Folder:
+    return digits_folder_datamodule(root, train_batch_size=8, eval_batch_size=32)
 
 
 def _tiny_firm(**kwargs) -> Firm:

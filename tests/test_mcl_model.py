@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import Folder
 from anomalib.engine import Engine
 from cli_utils import (
+    digits_folder_datamodule,
     folder_data_args,
     folder_test_images,
     max_openvino_score_difference,
@@ -124,20 +124,14 @@ def test_num_classes_must_match_the_data_module(tmp_path):
 
 
 def test_labelled_mode_needs_class_labels(digits_folder, tmp_path):
-    folder = Folder(
-        name="digits", root=digits_folder, normal_dir="train/good", abnormal_dir="test/bad",
-        normal_test_dir="test/good", train_batch_size=16, num_workers=0, seed=0,
-    )  # fmt: skip
+    folder = digits_folder_datamodule(digits_folder, train_batch_size=16)
     with pytest.raises(ValueError, match="labels the normal classes"):
         _engine(tmp_path).fit(Mcl(**TINY, use_class_labels=True, num_classes=1), datamodule=folder)
 
 
 def test_too_few_normal_images_for_a_covariance(tmp_path):
     root = write_digits_folder(tmp_path / "data", num_train=1, num_test=4)
-    folder = Folder(
-        name="digits", root=root, normal_dir="train/good", abnormal_dir="test/bad",
-        normal_test_dir="test/good", train_batch_size=8, num_workers=0, seed=0,
-    )  # fmt: skip
+    folder = digits_folder_datamodule(root, train_batch_size=8)
     model = Mcl(**TINY)
     with pytest.raises(ValueError, match="at least 2 normal training images"):
         _engine(tmp_path).fit(model, datamodule=folder)

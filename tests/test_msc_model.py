@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import Folder
 from anomalib.engine import Engine
-from cli_utils import folder_data_args, folder_test_images, max_openvino_score_difference, metric, run_anomalib
+from cli_utils import (
+    digits_folder_datamodule,
+    folder_data_args,
+    folder_test_images,
+    max_openvino_score_difference,
+    metric,
+    run_anomalib,
+)
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
@@ -41,20 +47,6 @@ def _msc(backbone: str = "resnet18", weights: str | None = "random", **kwargs) -
         return Msc(backbone=backbone, weights=weights, image_size=IMAGE_SIZE, visualizer=False, **kwargs)
 
 
-def _folder(root: Path) -> Folder:
-    return Folder(
-        name="digits",
-        root=root,
-        normal_dir="train/good",
-        abnormal_dir="test/bad",
-        normal_test_dir="test/good",
-        train_batch_size=16,
-        eval_batch_size=32,
-        num_workers=0,
-        seed=0,
-    )
-
-
 def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> None:
     engine = Engine(
         max_epochs=1,
@@ -64,7 +56,7 @@ def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> None:
         logger=False,
         enable_progress_bar=False,
     )
-    engine.fit(model, datamodule=_folder(root))
+    engine.fit(model, datamodule=digits_folder_datamodule(root, train_batch_size=16, eval_batch_size=32))
 
 
 def _normal_images(root: Path) -> torch.Tensor:

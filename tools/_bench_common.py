@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark scripts: hardware line, timing, tables, normal images in memory.
 
-Used by ``tools/benchmark_training_speed.py`` and ``tools/benchmark_inference.py``; not part of
-the package. Run the scripts from the repository root (``python tools/<script>.py``): Python
-puts ``tools/`` on the path, so ``import _bench_common`` works.
+Used by the benchmark and run scripts under ``tools/``; not part of the package. Run the
+scripts from the repository root (``python tools/<script>.py``): Python puts ``tools/`` on
+the path, so ``import _bench_common`` works.
 """
 
 from __future__ import annotations

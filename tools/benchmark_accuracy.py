@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _bench_common as common
 import numpy as np
 import torch
 import yaml
@@ -34,17 +34,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "benchmark"
 MODELS = ("firm", "msc", "mcl")
-
-
-def hardware() -> str:
-    """One line: CPU model and cores, torch threads, GPU if any."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = f"{names[0]} x {len(names)}" if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; {gpu}"
 
 
 def load_config(protocol: str, model: str, classes: list[int]) -> dict:
@@ -101,7 +90,7 @@ def print_table(
 ) -> None:
     """Print the protocol, hardware and per-class AUROC table (markdown)."""
     print(f"\nFashion-MNIST one-vs-rest, protocol `{protocol}` (image AUROC, last epoch)")
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {common.hardware_description()}")
     print("data: " + ", ".join(f"{key}={value}" for key, value in data_args.items()))
     for name, text in settings.items():
         print(f"{name}: {text}; wall time {durations[name] / 60:.1f} min for {len(classes)} classes")

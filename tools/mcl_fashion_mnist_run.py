@@ -25,24 +25,13 @@ import platform
 import time
 import warnings
 
+import _bench_common as common
 import torch
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_firm.data import FashionMNIST
 from anomalib_firm.models import Mcl
-
-
-def cpu_name() -> str:
-    """CPU model from /proc/cpuinfo (Linux), else the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -90,7 +79,7 @@ def main() -> None:
     cpu_time = time.process_time() - cpu_start
 
     trainer = engine.trainer
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else common.cpu_model()
     lr = trainer.optimizers[0].param_groups[0]["initial_lr"]
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     num_train, num_val, num_test = len(datamodule.train_data), len(datamodule.val_data), len(datamodule.test_data)
