@@ -248,12 +248,31 @@ class ContrastiveAnomalyMixin:
                 "with the normal training images, or load a trained checkpoint (ckpt_path)."
             )
             raise RuntimeError(msg)
+        self.fit_scorer_from_loader(datamodule.train_dataloader())
+
+    def fit_scorer_from_loader(self, loader: Any) -> None:
+        """Fit the scorer on a loader of normal images with the current weights (eval mode, no gradients)."""
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            self.fit_scorer(self._normal_images(datamodule.train_dataloader()))
+            self.fit_scorer(self._normal_images(loader))
         self.model.train(was_training)
         self._scorer_stale = False
+
+    def score_loader(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw anomaly scores and labels of every image of a loader, on the CPU: ``(N,)`` float32, ``(N,)`` int64.
+
+        Uses the fitted scorer as it is (fit it first); the post-processor's normalisation is not applied.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        scores, labels = [], []
+        with torch.no_grad():
+            for batch in loader:
+                scores.append(self.model(self._resized_on_device(batch.image)).pred_score.float().cpu())
+                labels.append(torch.as_tensor(batch.gt_label).long().cpu())
+        self.model.train(was_training)
+        return torch.cat(scores), torch.cat(labels)
 
     def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:
         """Resized normal training images, batch by batch, on the model's device."""

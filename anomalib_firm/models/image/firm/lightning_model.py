@@ -30,6 +30,7 @@ from torch import nn
 
 from anomalib_firm.models.components.augmentations import firm_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import one_cycle_factor
 
@@ -63,6 +64,10 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         warmup_fraction: Warm-up share of the one-cycle schedule.
+        bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention, weight of the
+            newest batch). The authors' 0.9 makes the statistics the bank is fitted with follow the
+            trained weights; PyTorch's default 0.1 lags behind them for hundreds of steps (measured:
+            5 epochs on a small digits task fall from 0.977 untrained to 0.70 with 0.1).
         mixed_precision: bf16 autocast + channels_last on CUDA.
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
@@ -91,6 +96,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         momentum: float = 0.9,
         weight_decay: float = 3e-4,
         warmup_fraction: float = 0.01,
+        bn_momentum: float | None = 0.9,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -119,6 +125,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             num_crops=num_crops,
             eval_zoom=eval_zoom,
         )
+        set_batchnorm_momentum(self.model, bn_momentum)
         self.loss = FirmLoss(temperature=temperature, layout=loss_layout)
         self.views = firm_views(image_size, crop_scale=crop_scale, jitter=jitter, blur_probability=blur_probability)
         self.use_class_labels = use_class_labels

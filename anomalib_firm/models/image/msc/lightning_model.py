@@ -34,6 +34,7 @@ from torch import nn
 
 from anomalib_firm.models.components.augmentations import msc_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
 from .torch_model import MSC_EVAL_ZOOM, MscModel
@@ -64,6 +65,10 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         lr: SGD learning rate (1e-5; constant, no schedule).
         weight_decay: SGD weight decay (5e-5).
         momentum: SGD momentum (0 in the paper).
+        bn_momentum: BatchNorm running-statistics momentum, the option FIRM and MCL share. MSC keeps
+            every BatchNorm layer in eval mode (the paper's rule: the ImageNet statistics never
+            update, so the fixed centre stays valid), so it changes nothing in training or scoring;
+            ``None`` (default) leaves the layers' values.
         mixed_precision: bf16 autocast + channels_last on CUDA.
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
@@ -84,6 +89,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         lr: float = 1e-5,
         weight_decay: float = 5e-5,
         momentum: float = 0.0,
+        bn_momentum: float | None = None,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -109,6 +115,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             num_neighbors=num_neighbors,
             eval_zoom=eval_zoom,
         )
+        set_batchnorm_momentum(self.model, bn_momentum)
         self.loss = MeanShiftedContrastiveLoss(temperature=temperature, angular_weight=angular_weight)
         self.views = msc_views(image_size)
         self.num_neighbors = num_neighbors

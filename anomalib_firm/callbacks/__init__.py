@@ -1,0 +1,5 @@
+"""Lightning callbacks for the models of this package (usable as ``--trainer.callbacks`` with the stock CLI)."""
+
+from .learning_curve import LearningCurve, area_under_learning_curve, raw_pixel_knn_scores
+
+__all__ = ["LearningCurve", "area_under_learning_curve", "raw_pixel_knn_scores"]
