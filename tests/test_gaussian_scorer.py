@@ -35,7 +35,7 @@ def numpy_cell(features: np.ndarray, classes: np.ndarray, rotations: np.ndarray,
 
 def test_fit_matches_numpy() -> None:
     features, classes, rotations = training_set()
-    model = ClassRotationGaussians(C, R, D, ridge=1e-3).fit(features, classes, rotations)
+    model = ClassRotationGaussians(C, R, D, covariance="sample", ridge=1e-3).fit(features, classes, rotations)
     f, cl, ro = (t.double().numpy() for t in (features, classes, rotations))
     for c in range(C):
         for r in range(R):
@@ -50,7 +50,10 @@ def test_fit_matches_numpy() -> None:
 
 def test_absolute_ridge() -> None:
     features, classes, rotations = training_set()
-    model = ClassRotationGaussians(C, R, D, ridge=1e-4, relative_ridge=False).fit(features, classes, rotations)
+    model = ClassRotationGaussians(C, R, D, covariance="sample", ridge=1e-4, relative_ridge=False)
+    model.fit(features, classes, rotations)
+        features, classes, rotations
+    )
     members = features[(classes == 1) & (rotations == 2)].double().numpy()
     expected = np.linalg.inv(np.cov(members, rowvar=False) + 1e-4 * np.eye(D))
     np.testing.assert_allclose(model.precision[1, 2].double().numpy(), expected, rtol=1e-4, atol=1e-2)
@@ -59,7 +62,7 @@ def test_absolute_ridge() -> None:
 @pytest.mark.parametrize("squared", [False, True])
 def test_mahalanobis_matches_solve(squared: bool) -> None:
     features, classes, rotations = training_set()
-    model = ClassRotationGaussians(C, R, D, squared=squared).fit(features, classes, rotations)
+    model = ClassRotationGaussians(C, R, D, covariance="sample", squared=squared).fit(features, classes, rotations)
     test = torch.nn.functional.normalize(torch.randn(4, 5, D, generator=torch.Generator().manual_seed(1)), dim=-1)
     view_rotations = torch.tensor([0, 2, 1, 2])
     distances = model.mahalanobis(test, view_rotations)

@@ -1,4 +1,4 @@
-"""Learning curves on the validation split: does training help, and from which epoch?
+r"""Learning curves on the validation split: does training help, and from which epoch.
 
 :class:`LearningCurve` is a Lightning callback for FIRM, MSC and MCL. It fits the model's scorer
 with the current weights and computes the validation image AUROC of the raw scores at epoch 0
@@ -20,6 +20,7 @@ and without the callback.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import random
@@ -71,7 +72,7 @@ def area_under_learning_curve(epochs: list[int], aurocs: list[float]) -> float:
     points = [(epoch, auroc) for epoch, auroc in zip(epochs, aurocs, strict=True) if not math.isnan(auroc)]
     if len(points) < 2 or points[-1][0] == points[0][0]:
         return float("nan")
-    area = sum((e1 - e0) * (a0 + a1) / 2 for (e0, a0), (e1, a1) in zip(points, points[1:], strict=False))
+    area = sum((e1 - e0) * (a0 + a1) / 2 for (e0, a0), (e1, a1) in itertools.pairwise(points))
     return area / (points[-1][0] - points[0][0])
 
 

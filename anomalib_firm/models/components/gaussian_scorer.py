@@ -17,7 +17,13 @@ they travel in checkpoints and into an ONNX/OpenVINO graph as constants; inferen
 ``index_select`` + ``einsum`` + elementwise ops only (the inverse is computed once, at fit time,
 in float64 on the CPU).
 
-Ridge: the covariance of a cell gets ``lambda * I`` before inversion, with ``lambda = ridge *
+Covariance: the sample covariance per cell by default, or a shrinkage estimator chosen from the
+data (Ledoit-Wolf, OAS; see :func:`estimate_covariance`): a cell holds tens of images on a small
+data set and thousands on CIFAR-10, and a fixed ridge cannot suit both. Measured on the digits
+task (digit 5, 16 px, untrained ResNet-34) Ledoit-Wolf scored 0.969 against 0.980 with the ridge
+alone, so the default stays the sample covariance until curves show otherwise.
+
+Ridge: the covariance of a cell then gets ``lambda * I`` before inversion, with ``lambda = ridge *
 trace(Sigma) / D`` (``relative_ridge=True``, default ``ridge = 1e-3``), i.e. 0.1 % of the mean
 per-dimension variance. Unit-norm 128-d features have a total variance of at most 1 (per
 dimension ~1e-3 for a tight class cluster), so an absolute ridge has no natural value, while a
@@ -38,9 +44,57 @@ from torch import nn
 
 CombineMethod = Literal["harmonic", "mean", "min"]
 _COMBINE_METHODS: tuple[str, ...] = ("harmonic", "mean", "min")
+CovarianceEstimator = Literal["ledoit_wolf", "oas", "sample"]
+_COVARIANCE_ESTIMATORS: tuple[str, ...] = ("ledoit_wolf", "oas", "sample")
 
 #: Distances are clamped below at this value before the harmonic mean takes their inverses.
 _HARMONIC_FLOOR = 1e-12
+
+
+def estimate_covariance(
+    samples: torch.Tensor, estimator: CovarianceEstimator = "ledoit_wolf"
+) -> tuple[torch.Tensor, float]:
+    """Covariance of ``(N, D)`` samples, shrunk towards ``mu I`` by an amount chosen from the data.
+
+    * ``"ledoit_wolf"``: Ledoit and Wolf (2004), the shrinkage minimising the expected Frobenius
+      error; the same estimate as ``sklearn.covariance.LedoitWolf().fit(samples).covariance_``.
+    * ``"oas"``: Chen et al. (2010), Oracle Approximating Shrinkage, as ``sklearn.covariance.OAS``.
+    * ``"sample"``: the unbiased sample covariance (divides by ``N - 1``, as ``np.cov``), no shrinkage.
+
+    ``mu`` is the mean eigenvalue ``trace(S) / D`` of the empirical (``1 / N``) covariance ``S``; the
+    result is ``(1 - s) S + s mu I``. With tens of samples in 128 dimensions the sample covariance
+    is singular and ``s`` comes out large; with thousands it goes to 0.
+
+    Args:
+        samples: ``(N, D)``, N >= 2. Computed in the samples' dtype (use float64).
+        estimator: One of the above.
+
+    Returns:
+        ``(D, D)`` covariance and the shrinkage ``s`` (0 for ``"sample"``).
+    """
+    num, dim = samples.shape
+    centred = samples - samples.mean(dim=0)
+    if estimator == "sample":
+        return centred.T @ centred / (num - 1), 0.0
+    empirical = centred.T @ centred / num
+    mu = float(torch.diagonal(empirical).sum()) / dim
+    if estimator == "ledoit_wolf":
+        squared = centred**2
+        # Mean squared deviation of the per-sample outer products from S, over the samples (beta)
+        # and distance of S from mu I (delta), both per dimension.
+        beta = float((squared.T @ squared).sum() / num - (empirical**2).sum()) / (dim * num)
+        delta = float(((empirical - mu * torch.eye(dim, dtype=samples.dtype, device=samples.device)) ** 2).sum()) / dim
+        shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
+    elif estimator == "oas":
+        alpha = float((empirical**2).mean())
+        denominator = (num + 1) * (alpha - mu**2 / dim)
+        shrinkage = 1.0 if denominator == 0 else min((alpha + mu**2) / denominator, 1.0)
+    else:
+        msg = f"covariance estimator must be one of {_COVARIANCE_ESTIMATORS}, got {estimator!r}."
+        raise ValueError(msg)
+    shrunk = (1.0 - shrinkage) * empirical
+    shrunk.diagonal().add_(shrinkage * mu)
+    return shrunk, shrinkage
 
 
 def combine_views(distances: torch.Tensor, method: CombineMethod = "harmonic") -> torch.Tensor:
@@ -80,8 +134,12 @@ class ClassRotationGaussians(nn.Module):
         num_classes: ``C`` (1 in one-class mode).
         num_rotations: ``R`` (4).
         dim: Feature dimension ``D`` (128 for MCL's head).
-        ridge: Diagonal loading, relative to the mean variance of the cell when
-            ``relative_ridge`` (default ``1e-3``), else absolute.
+        covariance: Estimator of each cell's covariance (:func:`estimate_covariance`):
+            ``"sample"`` (default: the sample covariance, the ridge alone makes it invertible),
+            ``"ledoit_wolf"`` or ``"oas"`` (shrinkage chosen from the data, for cells of tens to
+            thousands of images).
+        ridge: Diagonal loading added after the estimator, relative to the mean variance of the
+            cell when ``relative_ridge`` (default ``1e-3``), else absolute.
         relative_ridge: Interpret ``ridge`` relative to ``trace(Sigma) / D``.
         combine: Default view combiner of :meth:`forward`/:meth:`sei_score`.
         squared: Use squared Mahalanobis distances (default: plain, as the paper).
@@ -104,6 +162,7 @@ class ClassRotationGaussians(nn.Module):
         num_classes: int,
         num_rotations: int = 4,
         dim: int = 128,
+        covariance: CovarianceEstimator = "sample",
         ridge: float = 1e-3,
         relative_ridge: bool = True,
         combine: CombineMethod = "harmonic",
@@ -119,6 +178,10 @@ class ClassRotationGaussians(nn.Module):
         if combine not in _COMBINE_METHODS:
             msg = f"combine must be one of {_COMBINE_METHODS}, got {combine!r}."
             raise ValueError(msg)
+        if covariance not in _COVARIANCE_ESTIMATORS:
+            msg = f"covariance must be one of {_COVARIANCE_ESTIMATORS}, got {covariance!r}."
+            raise ValueError(msg)
+        self.covariance = covariance
         self.num_classes = num_classes
         self.num_rotations = num_rotations
         self.dim = dim
@@ -134,7 +197,8 @@ class ClassRotationGaussians(nn.Module):
         """Shapes and options, for ``print(module)``."""
         return (
             f"num_classes={self.num_classes}, num_rotations={self.num_rotations}, dim={self.dim}, "
-            f"ridge={self.ridge}, relative_ridge={self.relative_ridge}, combine={self.combine!r}, "
+            f"covariance={self.covariance!r}, ridge={self.ridge}, relative_ridge={self.relative_ridge}, "
+            f"combine={self.combine!r}, "
             f"squared={self.squared}"
         )
 
@@ -149,7 +213,8 @@ class ClassRotationGaussians(nn.Module):
     ) -> ClassRotationGaussians:
         """Estimate mean and precision of every (class, rotation) cell.
 
-        The covariance is the unbiased sample covariance (divides by ``n - 1``, as ``np.cov``).
+        The covariance comes from the ``covariance`` estimator (:func:`estimate_covariance`), then
+        the ridge is added. The shrinkage of every cell is kept in ``self.shrinkage`` (for logs).
         Computed in float64 on the CPU, stored in the buffers' dtype and device.
 
         Args:
@@ -199,18 +264,19 @@ class ClassRotationGaussians(nn.Module):
         means = torch.empty(self.num_classes, self.num_rotations, self.dim, dtype=torch.float64)
         precisions = torch.empty(self.num_classes, self.num_rotations, self.dim, self.dim, dtype=torch.float64)
         eye = torch.eye(self.dim, dtype=torch.float64)
+        shrinkage = torch.zeros(self.num_classes, self.num_rotations, dtype=torch.float64)
         for class_id in range(self.num_classes):
             for rotation_id in range(self.num_rotations):
                 members = features64[cells == class_id * self.num_rotations + rotation_id]
                 mean = members.mean(dim=0)
-                centred = members - mean
-                covariance = centred.T @ centred / (members.shape[0] - 1)
+                covariance, shrinkage[class_id, rotation_id] = estimate_covariance(members, self.covariance)
                 precisions[class_id, rotation_id] = self._regularised_inverse(covariance, eye, class_id, rotation_id)
                 means[class_id, rotation_id] = mean
 
         self.mean.copy_(means)
         self.precision.copy_(precisions)
         self.counts.copy_(counts)
+        self.shrinkage = shrinkage
         return self
 
     def _regularised_inverse(

@@ -43,7 +43,8 @@ from torch import nn
 
 from anomalib_firm.models.components.augmentations import mcl_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
-from anomalib_firm.models.components.gaussian_scorer import CombineMethod
+from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import cosine_factor
 
@@ -80,12 +81,18 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         flip_probability: Probability of flipping the base image of a view (0.5).
         crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
-        ridge: Relative diagonal loading of the Gaussians' covariances.
+        covariance: Covariance estimator of the SEI Gaussians: ``ledoit_wolf`` (default: shrinkage
+            chosen from the data, for cells of tens to thousands of images), ``oas`` or ``sample``
+            (the sample covariance with the ridge alone).
+        ridge: Relative diagonal loading added to the Gaussians' covariances.
         lr: Base SGD learning rate for a batch of 256 items; the optimiser uses
             ``lr x items / 256`` with ``items = 4 x images per step`` when ``scale_lr``.
         scale_lr: Apply the linear scaling rule above (paper: 0.3 x 1,024 / 256 = 1.2).
         momentum: SGD (Nesterov) momentum.
         weight_decay: SGD weight decay.
+        lr_floor: The cosine schedule ends at ``lr_floor x lr`` (the authors' ``eta_min``: 5e-4).
+        bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention); ``None`` keeps
+            PyTorch's 0.1, as the authors' torchvision ResNet (0.9 did not help MCL on the digits curves).
         mixed_precision: bf16 autocast + channels_last on CUDA (training only).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
@@ -109,11 +116,14 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         flip_probability: float = 0.5,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         combine: CombineMethod = "harmonic",
+        covariance: CovarianceEstimator = "sample",
         ridge: float = 1e-3,
         lr: float = 0.3,
         scale_lr: bool = True,
         momentum: float = 0.9,
         weight_decay: float = 1e-6,
+        lr_floor: float = 5e-4,
+        bn_momentum: float | None = None,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -147,8 +157,10 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             embedding_dim=embedding_dim,
             num_classes=num_classes,
             combine=combine,
+            covariance=covariance,
             ridge=ridge,
         )
+        set_batchnorm_momentum(self.model, bn_momentum)
         self.loss = MaskedContrastiveLoss(
             num_classes=num_classes,
             temperature=temperature,
@@ -165,6 +177,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         self.scale_lr = scale_lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.lr_floor = lr_floor
 
     # ----------------------------------------------------------------- checks
     @property
@@ -208,14 +221,16 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
 
     # ----------------------------------------------------------------- training
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to 0."""
+        """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to ``lr_floor x lr``."""
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         lr = self.lr * self._items_per_step() / LR_REFERENCE_BATCH if self.scale_lr else self.lr
         logger.info("MCL: SGD learning rate %.4g, %d steps of cosine decay.", lr, total_steps)
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=True
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_factor(step, total_steps, self.lr_floor)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _items_per_step(self) -> int:
@@ -251,6 +266,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         self.log("train_ccm", parts.ccm.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train_spa", parts.spa.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train_unpaired", parts.num_unpaired.float(), on_step=True, on_epoch=True, batch_size=batch_size)
+        # Near 1 means the embeddings collapsed onto one direction (see the model README).
+        mean_cosine = (view1.detach() @ view2.detach().T).mean()
+        self.log("train_mean_cosine", mean_cosine, on_step=True, on_epoch=True, batch_size=batch_size)
         return parts.loss
 
     def item_labels(self, batch: Batch, rotation_ids: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_firm.models.components.backbones import build_encoder
-from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, CombineMethod
+from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.heads import ProjectionHead
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 
@@ -63,6 +63,7 @@ class MclModel(nn.Module):
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
+        covariance: Covariance estimator of the Gaussians: ``ledoit_wolf`` (default), ``oas`` or ``sample``.
         ridge: Relative diagonal loading of the covariances (see :class:`ClassRotationGaussians`).
     """
 
@@ -75,6 +76,7 @@ class MclModel(nn.Module):
         embedding_dim: int = 128,
         num_classes: int = 1,
         combine: CombineMethod = "harmonic",
+        covariance: CovarianceEstimator = "sample",
         ridge: float = 1e-3,
     ) -> None:
         super().__init__()
@@ -84,7 +86,12 @@ class MclModel(nn.Module):
             feature_dim, head_hidden_dim, embedding_dim, num_layers=2, batch_norm=False, bias=True
         )
         self.gaussians = ClassRotationGaussians(
-            num_classes=num_classes, num_rotations=NUM_ROTATIONS, dim=embedding_dim, ridge=ridge, combine=combine
+            num_classes=num_classes,
+            num_rotations=NUM_ROTATIONS,
+            dim=embedding_dim,
+            covariance=covariance,
+            ridge=ridge,
+            combine=combine,
         )
         # View v of SEI = flip (v % 2) of rotation (v // 2), see sei_features.
         self.register_buffer("sei_rotation_ids", torch.arange(NUM_ROTATIONS).repeat_interleave(2), persistent=False)
