@@ -52,8 +52,6 @@ def test_absolute_ridge() -> None:
     features, classes, rotations = training_set()
     model = ClassRotationGaussians(C, R, D, covariance="sample", ridge=1e-4, relative_ridge=False)
     model.fit(features, classes, rotations)
-        features, classes, rotations
-    )
     members = features[(classes == 1) & (rotations == 2)].double().numpy()
     expected = np.linalg.inv(np.cov(members, rowvar=False) + 1e-4 * np.eye(D))
     np.testing.assert_allclose(model.precision[1, 2].double().numpy(), expected, rtol=1e-4, atol=1e-2)
