@@ -81,9 +81,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         flip_probability: Probability of flipping the base image of a view (0.5).
         crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
-        covariance: Covariance estimator of the SEI Gaussians: ``ledoit_wolf`` (default: shrinkage
-            chosen from the data, for cells of tens to thousands of images), ``oas`` or ``sample``
-            (the sample covariance with the ridge alone).
+        covariance: Covariance estimator of the SEI Gaussians: ``sample`` (default: the sample
+            covariance, the ridge alone regularises it), ``ledoit_wolf`` or ``oas`` (shrinkage
+            chosen from the data, for cells of tens to thousands of images).
         ridge: Relative diagonal loading added to the Gaussians' covariances.
         lr: Base SGD learning rate for a batch of 256 items; the optimiser uses
             ``lr x items / 256`` with ``items = 4 x images per step`` when ``scale_lr``.
@@ -92,7 +92,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: SGD weight decay.
         lr_floor: The cosine schedule ends at ``lr_floor x lr`` (the authors' ``eta_min``: 5e-4).
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention); ``None`` keeps
-            PyTorch's 0.1, as the authors' torchvision ResNet (0.9 did not help MCL on the digits curves).
+            PyTorch's 0.1, as the authors' torchvision ResNet (0.9 scored lower on the digits task).
         mixed_precision: bf16 autocast + channels_last on CUDA (training only).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor

@@ -63,7 +63,7 @@ class MclModel(nn.Module):
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
-        covariance: Covariance estimator of the Gaussians: ``ledoit_wolf`` (default), ``oas`` or ``sample``.
+        covariance: Covariance estimator of the Gaussians: ``sample`` (default), ``ledoit_wolf`` or ``oas``.
         ridge: Relative diagonal loading of the covariances (see :class:`ClassRotationGaussians`).
     """
 
