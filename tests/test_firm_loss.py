@@ -131,3 +131,46 @@ def test_more_views_than_flags_is_a_clear_error():
         FirmLoss()(z, z[:6], torch.ones(8, dtype=torch.bool))
     with pytest.raises(ValueError, match="layout"):
         FirmLoss(layout="diagonal")
+
+
+# ----------------------------------------------------------------- baseline objectives (paper's comparison)
+def _random_views(num: int = 12, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    z1 = F.normalize(torch.randn(num, dim, generator=generator), dim=1)
+    z2 = F.normalize(torch.randn(num, dim, generator=generator), dim=1)
+    return z1, z2
+
+
+def test_ntxent_is_cross_entropy_on_the_own_view():
+    z1, z2 = _random_views()
+    rotations = torch.arange(4).repeat_interleave(3)
+    loss = FirmLoss(temperature=0.2, objective="ntxent")(z1, z2, rotations == 0, rotation_ids=rotations)
+    expected = F.cross_entropy(z1 @ z2.T / 0.2, torch.arange(12))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_supcon_matches_a_per_row_reference():
+    z1, z2 = _random_views()
+    rotations = torch.arange(4).repeat_interleave(3)
+    loss = FirmLoss(temperature=0.2, objective="supcon")(z1, z2, rotations == 0, rotation_ids=rotations)
+    rows = []
+    for i in range(12):
+        log_prob = F.log_softmax(z1[i] @ z2.T / 0.2, dim=0)
+        positives = [j for j in range(12) if rotations[j] == rotations[i]]
+        rows.append(-sum(log_prob[j] for j in positives) / len(positives))
+    torch.testing.assert_close(loss, torch.stack(rows).mean())
+
+
+def test_supcon_by_hand():
+    # Two items of one rotation, both positives of each other: the same value as two FIRM inliers.
+    z = _views(E1, E2)
+    loss = FirmLoss(temperature=0.5, objective="supcon")(z, z, torch.tensor([True, False]), rotation_ids=torch.zeros(2))
+    assert loss.item() == pytest.approx(math.log(math.exp(2) + 1) - 1, abs=1e-6)
+
+
+def test_objective_errors_name_the_setting():
+    with pytest.raises(ValueError, match="objective"):
+        FirmLoss(objective="simclr")  # type: ignore[arg-type]
+    z = _views(E1, E2)
+    with pytest.raises(ValueError, match="rotation_ids"):
+        FirmLoss(objective="supcon")(z, z, torch.tensor([True, False]))

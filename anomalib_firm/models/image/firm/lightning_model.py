@@ -34,7 +34,7 @@ from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import one_cycle_factor
 
-from .loss import FirmLoss, LossLayout
+from .loss import FirmLoss, LossLayout, LossObjective
 from .torch_model import FirmModel, ScoreType
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         embedding_dim: Embedding dimension of the head.
         temperature: Loss temperature.
         loss_layout: ``pairwise`` (paper) or ``concat`` (authors' packaged loss).
+        loss: ``firm`` (default), or the paper's baselines on the same network, views, schedule
+            and scoring: ``ntxent`` (own view the only positive) or ``supcon`` (Rot-SupCon: all
+            items of the same rotation are positives).
         use_class_labels: Multi-class ID: inliers are positives only of inliers of the same
             class (needs a data module providing ``class_label``, e.g. several categories).
         crop_scale: Area range of the training RandomResizedCrop.
@@ -84,6 +87,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         embedding_dim: int = 128,
         temperature: float = 0.2,
         loss_layout: LossLayout = "pairwise",
+        loss: LossObjective = "firm",
         use_class_labels: bool = False,
         crop_scale: tuple[float, float] = (0.25, 1.0),
         jitter: float = 0.4,
@@ -126,7 +130,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             eval_zoom=eval_zoom,
         )
         set_batchnorm_momentum(self.model, bn_momentum)
-        self.loss = FirmLoss(temperature=temperature, layout=loss_layout)
+        self.loss = FirmLoss(temperature=temperature, layout=loss_layout, objective=loss)
         self.views = firm_views(image_size, crop_scale=crop_scale, jitter=jitter, blur_probability=blur_probability)
         self.use_class_labels = use_class_labels
         self.num_neighbors = num_neighbors
@@ -158,7 +162,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         with self.autocast():
             views = self.as_input(torch.cat([self.views(items), self.views(items)]))
             view1, view2 = self.model(views).float().chunk(2)
-        return self.loss(view1, view2, rotation_ids == 0, class_labels)
+        return self.loss(view1, view2, rotation_ids == 0, class_labels, rotation_ids)
 
     def _class_labels(self, batch: Batch) -> torch.Tensor | None:
         if not self.use_class_labels:

@@ -4,6 +4,15 @@ Lunardi et al., "FIRM: Focused In-distribution Representation Modeling" (arXiv 2
 Inliers (normal images) are pulled towards each other; every synthetic outlier (a rotated
 copy) has only its own second view as positive, so outliers, even rotations of the same
 source image, repel each other and stay diverse.
+
+The paper compares FIRM with two baselines on the same network, views and schedule; both are
+options here (``objective``), so the comparison runs through the same code:
+
+* ``ntxent``: NT-Xent (SimCLR), the only positive of an item is its own second view;
+* ``supcon``: SupCon over the rotation-shifted items ("Rot-SupCon"), the positives of an item
+  are all items of the same rotation (and class, with class labels). The authors' training
+  code feeds SupCon the shifted-class labels (their ``labels``; the binary inlier/outlier
+  labels are computed on the line before but not passed).
 """
 
 from __future__ import annotations
@@ -15,14 +24,18 @@ from torch import nn
 from torch.nn import functional as F
 
 LossLayout = Literal["pairwise", "concat"]
+LossObjective = Literal["firm", "ntxent", "supcon"]
+_OBJECTIVES: tuple[str, ...] = ("firm", "ntxent", "supcon")
 
 
 def firm_positive_mask(
     is_inlier: torch.Tensor,
     class_labels: torch.Tensor | None = None,
     layout: LossLayout = "pairwise",
+    objective: LossObjective = "firm",
+    rotation_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Positive pairs of the FIRM loss.
+    """Positive pairs of the FIRM loss (or of a baseline objective).
 
     Args:
         is_inlier: (N,) bool, True for normal items, False for synthetic outliers.
@@ -30,16 +43,32 @@ def firm_positive_mask(
             positives only of inliers of the same class. Ignored for outliers.
         layout: ``pairwise``: (N, N) mask, rows are view-1 anchors, columns view-2 items.
             ``concat``: (2N, 2N) mask over ``[view 1; view 2]`` with the diagonal excluded.
+        objective: ``firm`` (inliers attract all inliers, an outlier only its own view),
+            ``ntxent`` (own view only) or ``supcon`` (all items of the same rotation and class).
+        rotation_ids: (N,) int rotation of each item; needed by ``supcon``.
 
     Returns:
         Bool mask; ``mask[i, j]`` is True when column j is a positive of anchor i.
     """
     num_items = is_inlier.shape[0]
-    same_group = is_inlier[:, None] & is_inlier[None, :]
-    if class_labels is not None:
-        same_group &= class_labels[:, None] == class_labels[None, :]
     own_view = torch.eye(num_items, dtype=torch.bool, device=is_inlier.device)
-    pairwise = same_group | own_view
+    if objective == "firm":
+        same_group = is_inlier[:, None] & is_inlier[None, :]
+        if class_labels is not None:
+            same_group &= class_labels[:, None] == class_labels[None, :]
+        pairwise = same_group | own_view
+    elif objective == "ntxent":
+        pairwise = own_view
+    elif objective == "supcon":
+        if rotation_ids is None:
+            msg = "The supcon objective needs the rotation of every item (rotation_ids)."
+            raise ValueError(msg)
+        pairwise = rotation_ids[:, None] == rotation_ids[None, :]
+        if class_labels is not None:
+            pairwise &= class_labels[:, None] == class_labels[None, :]
+    else:
+        msg = f"Unknown FIRM loss objective {objective!r}: use one of {_OBJECTIVES}."
+        raise ValueError(msg)
     if layout == "pairwise":
         return pairwise
     # concat: every (view a, view b) block has the same positives; remove self-pairs.
@@ -58,10 +87,18 @@ class FirmLoss(nn.Module):
     Args:
         temperature: Softmax temperature t (0.2 in the paper).
         layout: ``pairwise`` or ``concat``.
+        objective: ``firm`` (default), or the paper's baselines ``ntxent`` and ``supcon`` (see
+            the module docstring); same layout, temperature and reduction.
     """
 
-    def __init__(self, temperature: float = 0.2, layout: LossLayout = "pairwise") -> None:
+    def __init__(
+        self, temperature: float = 0.2, layout: LossLayout = "pairwise", objective: LossObjective = "firm"
+    ) -> None:
         super().__init__()
+        if objective not in _OBJECTIVES:
+            msg = f"Unknown FIRM loss objective {objective!r}: use one of {_OBJECTIVES}."
+            raise ValueError(msg)
+        self.objective = objective
         if layout not in ("pairwise", "concat"):
             msg = f"Unknown FIRM loss layout {layout!r}: use 'pairwise' or 'concat'."
             raise ValueError(msg)
@@ -77,6 +114,7 @@ class FirmLoss(nn.Module):
         view2: torch.Tensor,
         is_inlier: torch.Tensor,
         class_labels: torch.Tensor | None = None,
+        rotation_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the loss.
 
@@ -85,12 +123,13 @@ class FirmLoss(nn.Module):
             view2: (N, D) unit-norm embeddings of the second view (same item order).
             is_inlier: (N,) bool flags.
             class_labels: Optional (N,) int classes of the items (multi-class ID).
+            rotation_ids: Optional (N,) int rotation of the items (needed by ``supcon``).
 
         Returns:
             Scalar loss.
         """
         _check_shapes(view1, view2, is_inlier, class_labels)
-        positives = firm_positive_mask(is_inlier, class_labels, self.layout)
+        positives = firm_positive_mask(is_inlier, class_labels, self.layout, self.objective, rotation_ids)
         if self.layout == "pairwise":
             logits = view1 @ view2.T / self.temperature
         else:
