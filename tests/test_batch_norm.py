@@ -1,0 +1,39 @@
+"""bn_momentum: FIRM uses the authors' 0.9 on every BatchNorm layer, MCL keeps PyTorch's 0.1; bad values are named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from anomalib_firm.models import Firm, Mcl
+from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
+
+
+def _momenta(module: torch.nn.Module) -> set[float | None]:
+    return {layer.momentum for layer in module.modules() if isinstance(layer, _BatchNorm)}
+
+
+def test_firm_default_is_the_authors_momentum() -> None:
+    model = Firm(image_size=16, head_hidden_dim=16, head_layers=3, visualizer=False)
+    assert _momenta(model.model) == {0.9}
+
+
+def test_momentum_none_keeps_pytorch_default() -> None:
+    firm = Firm(image_size=16, head_hidden_dim=16, head_layers=3, bn_momentum=None, visualizer=False)
+    mcl = Mcl(image_size=16, backbone="resnet18_cifar", head_hidden_dim=16, visualizer=False)
+    assert _momenta(firm.model) == {0.1}
+    assert _momenta(mcl.model) == {0.1}
+
+
+def test_running_statistics_follow_the_latest_batch() -> None:
+    layer = torch.nn.BatchNorm1d(2)
+    assert set_batchnorm_momentum(layer, 0.9) == 1
+    layer(torch.tensor([[10.0, -4.0], [12.0, -6.0]]))
+    torch.testing.assert_close(layer.running_mean, torch.tensor([9.9, -4.5]))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.5, -0.1])
+def test_bad_momentum_is_named(momentum: float) -> None:
+    with pytest.raises(ValueError, match="bn_momentum"):
+        Firm(image_size=16, head_hidden_dim=16, head_layers=3, bn_momentum=momentum, visualizer=False)
