@@ -37,3 +37,32 @@ def test_running_statistics_follow_the_latest_batch() -> None:
 def test_bad_momentum_is_named(momentum: float) -> None:
     with pytest.raises(ValueError, match="bn_momentum"):
         Firm(image_size=16, head_hidden_dim=16, head_layers=3, bn_momentum=momentum, visualizer=False)
+
+
+class _Batch:
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = image
+
+
+def test_recalibration_gives_the_statistics_of_the_current_weights() -> None:
+    torch.manual_seed(0)
+    model = Firm(image_size=16, head_hidden_dim=16, head_layers=3, visualizer=False)
+    images = torch.rand(6, 3, 16, 16)
+    # Reference: one train-mode pass with momentum 1 over the same images leaves their batch statistics.
+    reference = Firm(image_size=16, head_hidden_dim=16, head_layers=3, bn_momentum=1.0, visualizer=False)
+    reference.load_state_dict(model.state_dict())
+    reference.model.train()
+    with torch.no_grad():
+        reference.model.rotation_features(images)
+
+    head_before = model.model.head.layers[1].running_mean.clone()
+    assert model.recalibrate_batchnorm([_Batch(images)]) > 0
+    encoder_bn = model.model.encoder.bn1
+    torch.testing.assert_close(encoder_bn.running_mean, reference.model.encoder.bn1.running_mean)
+    torch.testing.assert_close(encoder_bn.running_var, reference.model.encoder.bn1.running_var)
+    torch.testing.assert_close(
+        model.model.encoder.layer4[1].bn2.running_var, reference.model.encoder.layer4[1].bn2.running_var
+    )
+    assert encoder_bn.momentum == 0.9  # restored
+    torch.testing.assert_close(model.model.head.layers[1].running_mean, head_before)  # head: not on the scoring path
+    assert model.model.training  # mode restored

@@ -8,6 +8,8 @@ that life cycle so each model only writes its loss step and its scorer fit:
   training augmentations work on [0, 1] images and exports include the normalisation;
 - the scorer is re-fitted on the normal training images at the start of validation, test and
   prediction whenever the network has trained since the last fit (or nothing was fitted);
+  with ``bn_recalibration`` the BatchNorm statistics are first recomputed on those images with
+  the current weights ("precise BN"), so the scorer never sees statistics of older weights;
 - a non-finite loss stops training with a clear error (checked one step late on an
   accelerator, so training never waits for the device);
 - bf16 autocast and channels_last on CUDA (``mixed_precision``), nothing on the CPU.
@@ -27,6 +29,8 @@ from anomalib.data import Batch
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,20 @@ def verify_image_files(datamodule: Any) -> None:
                 raise ValueError(msg) from error
 
 
+def _in_order(loader: Any) -> Any:
+    """The same data set read in order, without dropping a last partial batch (other iterables: as given)."""
+    if not isinstance(loader, DataLoader) or (isinstance(loader.sampler, SequentialSampler) and not loader.drop_last):
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size or 1,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
+
+
 class ContrastiveAnomalyMixin:
     """Mixin for the contrastive models: scorer fitting, NaN guard, mixed precision.
 
@@ -70,6 +88,10 @@ class ContrastiveAnomalyMixin:
         image_size: Side of the square images the network sees (the pre-processor resizes).
         mixed_precision: On CUDA, train under bf16 autocast with channels_last tensors.
             Ignored on the CPU.
+        bn_recalibration: Before every scorer fit, recompute the running statistics of the
+            BatchNorm layers on the normal training images with the current weights (the
+            cumulative mean over one pass, the views the scorer sees), instead of using the
+            moving averages of the training batches. Needs :meth:`batchnorm_calibration_forward`.
         max_epochs: Optional trainer ``max_epochs`` imposed by the model (for ``anomalib
             benchmark``, whose trainer cannot be configured); ``None`` leaves the trainer's.
         val_every_n_epochs: Optional trainer ``check_val_every_n_epoch`` imposed likewise. Each
@@ -90,6 +112,7 @@ class ContrastiveAnomalyMixin:
         self,
         image_size: int,
         mixed_precision: bool = True,
+        bn_recalibration: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
@@ -115,6 +138,7 @@ class ContrastiveAnomalyMixin:
         )
         self.image_size = image_size
         self.mixed_precision = mixed_precision
+        self.bn_recalibration = bn_recalibration
         self.max_epochs = max_epochs
         self.val_every_n_epochs = val_every_n_epochs
         self._scorer_stale = False
@@ -251,13 +275,61 @@ class ContrastiveAnomalyMixin:
         self.fit_scorer_from_loader(datamodule.train_dataloader())
 
     def fit_scorer_from_loader(self, loader: Any) -> None:
-        """Fit the scorer on a loader of normal images with the current weights (eval mode, no gradients)."""
+        """Fit the scorer on a loader of normal images with the current weights (eval mode, no gradients).
+
+        With ``bn_recalibration`` the BatchNorm statistics are recomputed on the same images first.
+        A shuffling loader is read in order instead (same images, batch size and collation), so the
+        fit does not depend on, nor consume, the random stream, and no image is dropped.
+        """
+        loader = _in_order(loader)
         was_training = self.model.training
+        if self.bn_recalibration:
+            self.recalibrate_batchnorm(loader)
         self.model.eval()
         with torch.no_grad():
             self.fit_scorer(self._normal_images(loader))
         self.model.train(was_training)
         self._scorer_stale = False
+
+    def batchnorm_calibration_forward(self, images: torch.Tensor) -> None:
+        """Run the scorer's forward path on resized normal images ``(B, 3, H, W)`` (for :meth:`recalibrate_batchnorm`).
+
+        Default: ``self.model.rotation_features(images)``, the features FIRM's bank and MCL's
+        Gaussians are fitted on.
+        """
+        self.model.rotation_features(images)
+
+    def recalibrate_batchnorm(self, loader: Any) -> int:
+        """Recompute every BatchNorm layer's running statistics on a loader's images with the current weights.
+
+        One pass in which only the BatchNorm layers are in train mode (with ``momentum=None``, the
+        cumulative mean over the batches); other layers stay in eval mode and no gradient is kept.
+        Layers the scorer's forward path does not reach keep their statistics. The momentum of
+        every layer is restored afterwards.
+
+        Returns:
+            Number of BatchNorm layers recalibrated.
+        """
+        layers = [layer for layer in self.model.modules() if isinstance(layer, _BatchNorm)]
+        if not layers:
+            return 0
+        was_training = self.model.training
+        saved = {layer: (layer.momentum, layer.running_mean.clone(), layer.running_var.clone()) for layer in layers}
+        self.model.eval()
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+            layer.train()
+        with torch.no_grad():
+            for batch in loader:
+                self.batchnorm_calibration_forward(self._resized_on_device(batch.image))
+        for layer, (momentum, mean, var) in saved.items():
+            layer.momentum = momentum
+            if int(layer.num_batches_tracked) == 0:  # not on the scorer's path: keep the old statistics
+                layer.running_mean.copy_(mean)
+                layer.running_var.copy_(var)
+        self.model.train(was_training)
+        return len(layers)
 
     def score_loader(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw anomaly scores and labels of every image of a loader, on the CPU: ``(N,)`` float32, ``(N,)`` int64.

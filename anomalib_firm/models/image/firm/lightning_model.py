@@ -71,6 +71,10 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             newest batch). The authors' 0.9 makes the statistics the bank is fitted with follow the
             trained weights; PyTorch's default 0.1 lags behind them for hundreds of steps (measured:
             5 epochs on a small digits task fall from 0.977 untrained to 0.70 with 0.1).
+        bn_recalibration: Recompute the BatchNorm statistics on the normal training images with the
+            current weights before every bank fit ("precise BN"; default). With the moving averages
+            of the last (augmented, 3/4 rotated) training batches alone, a short run on digit 5 fell
+            from 0.968 to 0.746 after 2 epochs; recalibrated, 0.983 untrained -> 0.993 after 5.
         mixed_precision: bf16 autocast + channels_last on CUDA.
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
@@ -101,6 +105,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: float = 3e-4,
         warmup_fraction: float = 0.01,
         bn_momentum: float | None = 0.9,
+        bn_recalibration: bool = True,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -112,6 +117,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(
             image_size=image_size,
             mixed_precision=mixed_precision,
+            bn_recalibration=bn_recalibration,
             max_epochs=max_epochs,
             val_every_n_epochs=val_every_n_epochs,
             pre_processor=pre_processor,

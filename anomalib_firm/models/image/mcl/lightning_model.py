@@ -93,6 +93,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         lr_floor: The cosine schedule ends at ``lr_floor x lr`` (the authors' ``eta_min``: 5e-4).
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention); ``None`` keeps
             PyTorch's 0.1, as the authors' torchvision ResNet (0.9 scored lower on the digits task).
+        bn_recalibration: Recompute the BatchNorm statistics on the normal training images with the
+            current weights before every Gaussian fit ("precise BN"). Off by default: on the
+            untrained network it scored 0.60 against 0.98 with the initial statistics (digits, 16 px).
         mixed_precision: bf16 autocast + channels_last on CUDA (training only).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
@@ -124,6 +127,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: float = 1e-6,
         lr_floor: float = 5e-4,
         bn_momentum: float | None = None,
+        bn_recalibration: bool = False,
         mixed_precision: bool = True,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -144,6 +148,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(
             image_size=image_size,
             mixed_precision=mixed_precision,
+            bn_recalibration=bn_recalibration,
             max_epochs=max_epochs,
             val_every_n_epochs=val_every_n_epochs,
             pre_processor=pre_processor,
