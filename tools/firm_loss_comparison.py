@@ -106,7 +106,8 @@ def summarise(rows: list[dict], losses: list[str]) -> str:
                 target = max(reference[key], key=lambda row: row["epoch"])["val_auroc"]
                 reached.append(epochs_to_reach(points, target))
         hit = [value for value in reached if value is not None]
-        reach_text = f"{np.mean(hit):.1f} ({len(hit)}/{len(reached)} runs)" if reached else "-"
+        reach_text = f"{np.mean(hit):.1f}" if hit else "-"
+        reach_text = f"{reach_text} ({len(hit)}/{len(reached)} runs)" if reached else "-"
         table.append([loss, f"{np.mean(finals):.4f}", f"{np.mean(aulcs):.4f}", reach_text])
     return common.format_table(
         ["loss", "final val AUROC", "AULC", "epochs to NT-Xent's final (mean over runs that reach it)"], table
