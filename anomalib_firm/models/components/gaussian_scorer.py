@@ -84,7 +84,8 @@ def estimate_covariance(
         # and distance of S from mu I (delta), both per dimension.
         beta = float((squared.T @ squared).sum() / num - (empirical**2).sum()) / (dim * num)
         delta = float(((empirical - mu * torch.eye(dim, dtype=samples.dtype, device=samples.device)) ** 2).sum()) / dim
-        shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
+        beta = min(beta, delta)
+        shrinkage = 0.0 if beta == 0 else beta / delta
     elif estimator == "oas":
         alpha = float((empirical**2).mean())
         denominator = (num + 1) * (alpha - mu**2 / dim)
@@ -182,6 +183,8 @@ class ClassRotationGaussians(nn.Module):
             msg = f"covariance must be one of {_COVARIANCE_ESTIMATORS}, got {covariance!r}."
             raise ValueError(msg)
         self.covariance = covariance
+        #: Shrinkage of every cell at the last :meth:`fit` (0 for ``"sample"``), for logs; not saved.
+        self.shrinkage = torch.zeros(num_classes, num_rotations, dtype=torch.float64)
         self.num_classes = num_classes
         self.num_rotations = num_rotations
         self.dim = dim
