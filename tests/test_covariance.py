@@ -53,3 +53,10 @@ def test_gaussians_use_the_estimator_and_record_shrinkage() -> None:
 def test_unknown_estimator_is_named() -> None:
     with pytest.raises(ValueError, match="covariance must be one of"):
         ClassRotationGaussians(1, 4, 8, covariance="graphical_lasso")  # type: ignore[arg-type]
+
+
+def test_isotropic_samples_need_no_shrinkage() -> None:
+    samples = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], dtype=torch.float64)
+    covariance, shrinkage = estimate_covariance(samples, "ledoit_wolf")
+    assert shrinkage == LedoitWolf().fit(samples.numpy()).shrinkage_ == 0
+    torch.testing.assert_close(covariance, 0.5 * torch.eye(2, dtype=torch.float64))
