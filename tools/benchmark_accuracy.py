@@ -65,6 +65,7 @@ def raw_pixel_knn_auroc(data_args: dict, category: int, k: int = 5) -> float:
     """AUROC of the mean L2 distance to the k nearest normal training images, on raw pixels."""
     from sklearn.metrics import roc_auc_score
 
+    from anomalib_firm.callbacks import raw_pixel_knn_scores
     from anomalib_firm.data import FashionMNIST
 
     datamodule = FashionMNIST(**{**data_args, "category": category})
@@ -72,12 +73,11 @@ def raw_pixel_knn_auroc(data_args: dict, category: int, k: int = 5) -> float:
 
     def pixels(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         batch = dataset.__getitems__(list(range(len(dataset))))
-        return batch.image[:, :1].flatten(1), batch.gt_label.long()
+        return batch.image[:, :1], batch.gt_label.long()
 
     train, _ = pixels(datamodule.train_data)
     test, labels = pixels(datamodule.test_data)
-    distances = torch.cdist(test, train).topk(k, largest=False).values.mean(dim=1)
-    return float(roc_auc_score(labels.numpy(), distances.numpy()))
+    return float(roc_auc_score(labels.numpy(), raw_pixel_knn_scores(train, test, k).numpy()))
 
 
 def print_table(

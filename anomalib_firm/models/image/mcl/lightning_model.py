@@ -271,8 +271,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         self.log("train_ccm", parts.ccm.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train_spa", parts.spa.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train_unpaired", parts.num_unpaired.float(), on_step=True, on_epoch=True, batch_size=batch_size)
-        # Near 1 means the embeddings collapsed onto one direction (see the model README).
-        mean_cosine = (view1.detach() @ view2.detach().T).mean()
+        # Mean cosine over all (view 1, view 2) pairs = dot product of the two mean embeddings (O(N D), not
+        # O(N^2 D)); near 1 means the embeddings collapsed onto one direction (see the model README).
+        mean_cosine = view1.detach().mean(dim=0) @ view2.detach().mean(dim=0)
         self.log("train_mean_cosine", mean_cosine, on_step=True, on_epoch=True, batch_size=batch_size)
         return parts.loss
 
