@@ -12,7 +12,8 @@ that life cycle so each model only writes its loss step and its scorer fit:
   the current weights ("precise BN"), so the scorer never sees statistics of older weights;
 - a non-finite loss stops training with a clear error (checked one step late on an
   accelerator, so training never waits for the device);
-- bf16 autocast and channels_last on CUDA (``mixed_precision``), nothing on the CPU.
+- bf16 autocast and channels_last (``mixed_precision``) where the device computes bf16 natively
+  (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere. Scorers are fitted in fp32.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
+
+from anomalib_firm.models.components.precision import native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +89,8 @@ class ContrastiveAnomalyMixin:
 
     Args:
         image_size: Side of the square images the network sees (the pre-processor resizes).
-        mixed_precision: On CUDA, train under bf16 autocast with channels_last tensors.
-            Ignored on the CPU.
+        mixed_precision: Train under bf16 autocast with channels_last tensors where the device
+            computes bf16 natively (CUDA; CPUs with AVX-512 BF16 or AMX); fp32 on other CPUs.
         bn_recalibration: Before every scorer fit, recompute the running statistics of the
             BatchNorm layers on the normal training images with the current weights (the
             cumulative mean over one pass, the views the scorer sees), instead of using the
@@ -185,7 +188,7 @@ class ContrastiveAnomalyMixin:
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:
-        """Check the normal set before any step; move the network to channels_last on CUDA."""
+        """Check the normal set before any step; move the network to channels_last under mixed precision."""
         datamodule = getattr(self.trainer, "datamodule", None)
         train_data = getattr(datamodule, "train_data", None)
         if train_data is not None:
@@ -203,12 +206,12 @@ class ContrastiveAnomalyMixin:
 
     @property
     def _use_mixed_precision(self) -> bool:
-        return self.mixed_precision and self.device.type == "cuda"
+        return self.mixed_precision and native_bf16(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA when ``mixed_precision``; a no-op elsewhere."""
+        """bf16 autocast when ``mixed_precision`` and the device computes bf16 natively; a no-op elsewhere."""
         if self._use_mixed_precision:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def as_input(self, images: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             current weights before every bank fit ("precise BN"; default). With the moving averages
             of the last (augmented, 3/4 rotated) training batches alone, a short run on digit 5 fell
             from 0.968 to 0.746 after 2 epochs; recalibrated, 0.983 untrained -> 0.993 after 5.
-        mixed_precision: bf16 autocast + channels_last on CUDA.
+        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).

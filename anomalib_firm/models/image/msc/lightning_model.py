@@ -69,7 +69,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             every BatchNorm layer in eval mode (the paper's rule: the ImageNet statistics never
             update, so the fixed centre stays valid), so it changes nothing in training or scoring;
             ``None`` (default) leaves the layers' values.
-        mixed_precision: bf16 autocast + channels_last on CUDA.
+        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).

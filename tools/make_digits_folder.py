@@ -1,0 +1,65 @@
+"""Write scikit-learn's digits as an anomalib ``Folder`` tree: a small real task with no download.
+
+One digit is normal. ``train/good`` holds that digit's training half (scikit-learn's 8x8
+images split by the ``Digits`` data module's fixed seed), ``test/good`` its test half and
+``test/bad`` an equal-sized-to-twice random draw of the other digits' test images. Images are
+grey PNGs upscaled with nearest-neighbour (8x8 -> ``--size``), so the files look like small
+inspection crops. The tree is the same at every run (fixed seeds).
+
+Usage (then train with the stock command)::
+
+    python tools/make_digits_folder.py digits5 --digit 5
+    anomalib train --model FIRM --data Folder --data.name digits5 --data.root digits5 \\
+        --data.normal_dir train/good --data.abnormal_dir test/bad --data.normal_test_dir test/good
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from anomalib_firm.data.digits import split_digits
+
+
+def write_digits_folder(root: Path, digit: int, size: int = 32, anomalies_per_normal: int = 2, seed: int = 0) -> dict:
+    """Write the tree under ``root``; return the number of images per folder."""
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).round().astype(np.uint8)
+    labels = digits.target
+    train, test = split_digits(labels)
+    normal_test = test[labels[test] == digit]
+    other_test = test[labels[test] != digit]
+    rng = np.random.default_rng(seed)
+    count = min(len(other_test), anomalies_per_normal * len(normal_test))
+    anomalous = np.sort(rng.choice(other_test, size=count, replace=False))
+    folders = {
+        "train/good": train[labels[train] == digit],
+        "test/good": normal_test,
+        "test/bad": anomalous,
+    }
+    for folder, positions in folders.items():
+        directory = root / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        for position in positions:
+            image = Image.fromarray(images[position]).resize((size, size), Image.Resampling.NEAREST)
+            image.save(directory / f"{position:04d}_digit{labels[position]}.png")
+    return {folder: len(positions) for folder, positions in folders.items()}
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="folder to write (created)")
+    parser.add_argument("--digit", type=int, default=5, help="normal digit (0-9)")
+    parser.add_argument("--size", type=int, default=32, help="side of the written PNGs in pixels")
+    args = parser.parse_args()
+    counts = write_digits_folder(args.root, args.digit, args.size)
+    print(", ".join(f"{folder}: {count}" for folder, count in counts.items()), f"-> {args.root}")
+
+
+if __name__ == "__main__":
+    main()
