@@ -33,26 +33,43 @@ def _batch(count: int = 6) -> OneVsRestImageBatch:
 
 
 def _firm(mixed_precision: bool) -> Firm:
-    return Firm(image_size=IMAGE_SIZE, head_hidden_dim=64, head_layers=2, mixed_precision=mixed_precision, visualizer=False)
+    return Firm(
+        image_size=IMAGE_SIZE, head_hidden_dim=64, head_layers=2, mixed_precision=mixed_precision, visualizer=False
+    )
 
 
 def _mcl(mixed_precision: bool) -> Mcl:
     return Mcl(
-        backbone="resnet18_cifar", image_size=IMAGE_SIZE, head_hidden_dim=64, mixed_precision=mixed_precision, visualizer=False
+        backbone="resnet18_cifar",
+        image_size=IMAGE_SIZE,
+        head_hidden_dim=64,
+        mixed_precision=mixed_precision,
+        visualizer=False,
     )
 
 
 def _msc(mixed_precision: bool) -> Msc:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
-        model = Msc(backbone="resnet18", weights="random", image_size=IMAGE_SIZE, mixed_precision=mixed_precision, visualizer=False)
+        model = Msc(
+            backbone="resnet18",
+            weights="random",
+            image_size=IMAGE_SIZE,
+            mixed_precision=mixed_precision,
+            visualizer=False,
+        )
     model.model.set_center(torch.nn.functional.normalize(torch.ones(model.model.feature_dim), dim=0))
     return model
 
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [({"avx512f", "avx512_bf16"}, True), ({"avx2", "amx_bf16", "amx_tile"}, True), ({"avx2", "fma"}, False), (set(), False)],
+    [
+        ({"avx512f", "avx512_bf16"}, True),
+        ({"avx2", "amx_bf16", "amx_tile"}, True),
+        ({"avx2", "fma"}, False),
+        (set(), False),
+    ],
 )
 def test_native_bf16_on_the_cpu_follows_its_flags(monkeypatch, flags, expected):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
@@ -68,7 +85,7 @@ def test_mixed_precision_is_fp32_on_a_cpu_without_bf16(monkeypatch):
     assert model.as_input(torch.rand(2, 3, 4, 4)).is_contiguous()
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 @pytest.mark.parametrize("build", [_firm, _mcl, _msc], ids=["firm", "mcl", "msc"])
 def test_bf16_step_matches_fp32_loss_and_trains(monkeypatch, build):
     """Same weights, same seeded views: the bf16 loss is within tolerance of fp32, and a bf16 step learns."""

@@ -1,8 +1,8 @@
-"""Write scikit-learn's digits as an anomalib ``Folder`` tree: a small real task with no download.
+r"""Write scikit-learn's digits as an anomalib ``Folder`` tree: a small real task with no download.
 
 One digit is normal. ``train/good`` holds that digit's training half (scikit-learn's 8x8
 images split by the ``Digits`` data module's fixed seed), ``test/good`` its test half and
-``test/bad`` an equal-sized-to-twice random draw of the other digits' test images. Images are
+``test/bad`` a random draw, twice as many, of the other digits' test images. Images are
 grey PNGs upscaled with nearest-neighbour (8x8 -> ``--size``), so the files look like small
 inspection crops. The tree is the same at every run (fixed seeds).
 

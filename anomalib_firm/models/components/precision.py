@@ -32,7 +32,7 @@ def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 instructions and PyTorch's oneDNN can use them."""
     if not any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS):
         return False
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -96,7 +96,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         bn_recalibration: Recompute the BatchNorm statistics on the normal training images with the
             current weights before every Gaussian fit ("precise BN"). Off by default: on the
             untrained network it scored 0.60 against 0.98 with the initial statistics (digits, 16 px).
-        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs; training only).
+        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX
+            CPUs; training only).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).
