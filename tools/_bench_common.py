@@ -53,7 +53,7 @@ def usable_cores() -> int:
 
 
 def hardware_description(device: torch.device | None = None) -> str:
-    """One line: CPU model, cores, torch threads, GPU (when CUDA is there), torch and Python versions."""
+    """One line: CPU model, cores, threads, GPU (when CUDA is there), versions, the CPU's instruction sets."""
     parts = [
         f"CPU {cpu_model()}",
         f"{usable_cores()} usable cores (os.cpu_count {os.cpu_count()})",
@@ -67,7 +67,24 @@ def hardware_description(device: torch.device | None = None) -> str:
     else:
         parts.append("no GPU")
     parts.append(f"torch {torch.__version__}, Python {platform.python_version()}")
+    parts.append(cpu_instruction_sets())
     return "; ".join(parts)
+
+
+#: Instruction sets worth naming in a benchmark table (``/proc/cpuinfo`` flag names).
+NAMED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+def cpu_instruction_sets() -> str:
+    """One line: the CPU's vector instruction sets, PyTorch's dispatch level and whether bf16 is native."""
+    from anomalib_firm.models.components.precision import cpu_flags, cpu_has_native_bf16
+
+    flags = cpu_flags()
+    present = [flag for flag in NAMED_CPU_FLAGS if flag in flags] or ["(no /proc/cpuinfo flags)"]
+    return (
+        f"CPU instruction sets: {' '.join(present)}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        f"native bf16: {'yes' if cpu_has_native_bf16() else 'no'}"
+    )
 
 
 def seed_all(seed: int) -> None:

@@ -10,8 +10,10 @@ after the timed steps only). Only the hot path is timed: no Trainer, no logging,
   normal training images are one uint8 tensor on the device, resized once to the image size; a
   step gathers a batch with one index (a fresh on-device permutation per epoch) and converts it
   to float; ``compute_loss`` makes the rotations and both views on the device over the whole
-  batch; on CUDA the model is channels_last and runs under bf16 autocast (the model's
-  ``mixed_precision``), on the CPU it runs in fp32.
+  batch; where the device computes bf16 natively (CUDA; CPUs with AVX-512 BF16 or AMX) the model
+  is channels_last and runs under bf16 autocast (the model's ``mixed_precision``), elsewhere fp32.
+* ours fp32: the same with ``mixed_precision=False`` (only where "ours" runs in bf16): the gain of
+  bf16 alone.
 * paper-style: how the authors' code feeds the network. A torch Dataset of PIL images (the same
   images at the same size) with per-image torchvision transforms as the papers list them, in a
   DataLoader with ``--workers`` worker processes (pinned memory on CUDA); rotations per image in
@@ -69,6 +71,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
+from anomalib_firm.models.components.precision import native_bf16
+
 MODELS = ("firm", "mcl", "msc")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -121,11 +125,16 @@ class Result:
     input_items_per_second: float | None = None
 
 
-def build_module(case: Case) -> nn.Module:
+def build_module(case: Case, mixed_precision: bool = True) -> nn.Module:
     """The package's Lightning model of ``case`` (no post-processing/evaluation components)."""
     from anomalib_firm.models import Firm, Mcl, Msc
 
-    common_kwargs: dict[str, Any] = {"post_processor": False, "evaluator": False, "visualizer": False}
+    common_kwargs: dict[str, Any] = {
+        "post_processor": False,
+        "evaluator": False,
+        "visualizer": False,
+        "mixed_precision": mixed_precision,
+    }
     if case.model == "firm":
         return Firm(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
     if case.model == "mcl":
@@ -411,11 +420,11 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    module = build_module(case).to(device).train()
+    module = build_module(case, mixed_precision=pipeline == "ours").to(device).train()
     if case.model == "msc":
         set_msc_center(module, normal, device)
-    if pipeline == "ours":
-        if device.type == "cuda" and module.mixed_precision:
+    if pipeline.startswith("ours"):
+        if module._use_mixed_precision:
             module.model.to(memory_format=torch.channels_last)  # what on_fit_start does under a Trainer
         step = ours_step(module, case, normal.to(device), device)
     else:
@@ -434,7 +443,7 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     result = Result(case, pipeline, device, steps * case.batch_items / seconds, peak, float(losses[-1]), steps)
     # The input pipeline alone (no network): the rate it could feed at most.
-    if pipeline == "ours":
+    if pipeline.startswith("ours"):
         input_step = ours_input_step(module, case, normal.to(device), device)
     else:
         loader = paper_loader(case, normal, args.warmup + args.max_steps, args.workers, device)
@@ -537,6 +546,7 @@ def main() -> None:
     common.quiet_warnings()
     args = parse_args()
     device = common.resolve_device(args.device)
+    bf16 = native_bf16(device)
     print(common.hardware_description(device))
     timed = (
         f"{args.steps} timed steps"
@@ -546,9 +556,10 @@ def main() -> None:
     print(
         f"data {args.data} class {args.category}; {args.warmup} warm-up steps, then {timed}; "
         f"paper-style DataLoader workers {args.workers}; seed {args.seed}; "
-        f"ours: {'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}, paper-style: fp32",
+        f"ours: {'bf16 autocast + channels_last' if bf16 else 'fp32'}, paper-style: fp32",
         flush=True,
     )
+    pipelines = ("ours", "ours fp32", "paper-style") if bf16 else ("ours", "paper-style")
     results: list[Result] = []
     images_by_size: dict[int, torch.Tensor] = {}
     for case in cases_of(args):
@@ -557,7 +568,7 @@ def main() -> None:
                 args.data, args.category, case.image_size, args.max_images
             )
         normal = images_by_size[case.image_size]
-        for pipeline in ("ours", "paper-style"):
+        for pipeline in pipelines:
             try:
                 result = measure(case, pipeline, normal, args, device)
             except Exception as error:  # a failing case is reported, the others still run
@@ -583,6 +594,7 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
         "batch (items)",
         "steps",
         "items/s",
+        "precision",
         "ours/paper",
         "input alone items/s",
     ]
@@ -592,7 +604,7 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
     rows = []
     for result in results:
         ratio = "-"
-        if result.pipeline == "ours":
+        if result.pipeline.startswith("ours"):
             paper = speed.get((result.case, "paper-style"), math.nan)
             if paper > 0 and not math.isnan(result.items_per_second):
                 ratio = f"{result.items_per_second / paper:.1f}x"
@@ -604,6 +616,7 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
             result.case.batch_items,
             result.steps,
             "failed" if result.error else f"{result.items_per_second:.1f}",
+            "bf16" if result.pipeline == "ours" and native_bf16(result.device) else "fp32",
             ratio,
             "-" if result.input_items_per_second is None else f"{result.input_items_per_second:.0f}",
         ]
