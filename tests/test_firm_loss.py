@@ -174,3 +174,30 @@ def test_objective_errors_name_the_setting():
     z = _views(E1, E2)
     with pytest.raises(ValueError, match="rotation_ids"):
         FirmLoss(objective="supcon")(z, z, torch.tensor([True, False]))
+
+
+def test_the_training_step_marks_the_unrotated_items_as_inliers():
+    """Firm.compute_loss hands the loss the unrotated copies as inliers, the 90/180/270 degree ones as outliers."""
+    from anomalib_firm.models import Firm
+    from anomalib_firm.models.components.rotations import rotate
+
+    model = Firm(image_size=8, head_hidden_dim=16, head_layers=2, mixed_precision=False, visualizer=False)
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def forward(self, view1, view2, inliers, class_labels, rotation_ids):
+            seen.update(inliers=inliers, rotation_ids=rotation_ids)
+            return view1.sum() * 0
+
+    model.views = torch.nn.Identity()  # the items themselves reach the network
+    model.loss = Recorder()
+    inputs = []
+    model.model.register_forward_hook(lambda _module, args, _output: inputs.append(args[0]))
+    model.training_loss(images, None)
+    assert seen["inliers"].tolist() == [True] * 3 + [False] * 9
+    upright = inputs[0][:12][seen["inliers"]]
+    torch.testing.assert_close(upright, images)
+    for rotation in (1, 2, 3):
+        rotated = inputs[0][:12][seen["rotation_ids"] == rotation]
+        torch.testing.assert_close(rotated, rotate(images, rotation))

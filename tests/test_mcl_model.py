@@ -94,9 +94,35 @@ def test_item_labels_of_both_modes():
     batch = _batch([1, 0, 1])
     _, rotation_ids = expand_rotations(batch.image)
     one_class = Mcl(**TINY)
-    assert one_class.item_labels(batch, rotation_ids).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert one_class.item_labels(one_class.training_class_labels(batch), rotation_ids).tolist() == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+        3,
+        3,
+        3,
+    ]
     labelled = Mcl(**TINY, use_class_labels=True, num_classes=2)
-    assert labelled.item_labels(batch, rotation_ids).tolist() == [1, 0, 1, 3, 2, 3, 5, 4, 5, 7, 6, 7]
+    assert labelled.item_labels(labelled.training_class_labels(batch), rotation_ids).tolist() == [
+        1,
+        0,
+        1,
+        3,
+        2,
+        3,
+        5,
+        4,
+        5,
+        7,
+        6,
+        7,
+    ]
 
 
 def test_compute_loss_sees_two_views_of_every_rotation_in_one_forward():

@@ -14,6 +14,8 @@ after the timed steps only). Only the hot path is timed: no Trainer, no logging,
   is channels_last and runs under bf16 autocast (the model's ``mixed_precision``), elsewhere fp32.
 * ours fp32: the same with ``mixed_precision=False`` (only where "ours" runs in bf16): the gain of
   bf16 alone.
+* ours compiled (``--compiled``): "ours" with ``compile_step=True`` (``torch.compile`` of
+  rotations, views, network and loss); the compilation happens in the untimed warm-up steps.
 * paper-style: how the authors' code feeds the network. A torch Dataset of PIL images (the same
   images at the same size) with per-image torchvision transforms as the papers list them, in a
   DataLoader with ``--workers`` worker processes (pinned memory on CUDA); rotations per image in
@@ -125,7 +127,7 @@ class Result:
     input_items_per_second: float | None = None
 
 
-def build_module(case: Case, mixed_precision: bool = True) -> nn.Module:
+def build_module(case: Case, mixed_precision: bool = True, compile_step: bool = False) -> nn.Module:
     """The package's Lightning model of ``case`` (no post-processing/evaluation components)."""
     from anomalib_firm.models import Firm, Mcl, Msc
 
@@ -134,6 +136,7 @@ def build_module(case: Case, mixed_precision: bool = True) -> nn.Module:
         "evaluator": False,
         "visualizer": False,
         "mixed_precision": mixed_precision,
+        "compile_step": compile_step,
     }
     if case.model == "firm":
         return Firm(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
@@ -420,12 +423,12 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    module = build_module(case, mixed_precision=pipeline == "ours").to(device).train()
+    module = build_module(case, mixed_precision=pipeline != "ours fp32", compile_step=pipeline == "ours compiled")
+    module = module.to(device).train()
     if case.model == "msc":
         set_msc_center(module, normal, device)
     if pipeline.startswith("ours"):
-        if module._use_mixed_precision:
-            module.model.to(memory_format=torch.channels_last)  # what on_fit_start does under a Trainer
+        module.prepare_training()  # what on_fit_start does under a Trainer: channels_last, compilation
         step = ours_step(module, case, normal.to(device), device)
     else:
         loader = paper_loader(case, normal, args.warmup + (args.steps or args.max_steps), args.workers, device)
@@ -505,6 +508,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--msc-batch", type=int, nargs="+", default=[64], help="images per step (paper: 64)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add an 'ours compiled' row (compile_step=True; the compilation runs in the warm-up, untimed)",
+    )
     args = parser.parse_args()
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
     defaults = {
@@ -560,6 +568,8 @@ def main() -> None:
         flush=True,
     )
     pipelines = ("ours", "ours fp32", "paper-style") if bf16 else ("ours", "paper-style")
+    if args.compiled:
+        pipelines = ("ours compiled", *pipelines)
     results: list[Result] = []
     images_by_size: dict[int, torch.Tensor] = {}
     for case in cases_of(args):
@@ -616,7 +626,7 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
             result.case.batch_items,
             result.steps,
             "failed" if result.error else f"{result.items_per_second:.1f}",
-            "bf16" if result.pipeline == "ours" and native_bf16(result.device) else "fp32",
+            "bf16" if result.pipeline in ("ours", "ours compiled") and native_bf16(result.device) else "fp32",
             ratio,
             "-" if result.input_items_per_second is None else f"{result.input_items_per_second:.0f}",
         ]

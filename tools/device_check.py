@@ -9,7 +9,8 @@ Sections:
 1. speed: FIRM (32 and 512 items per step), MCL (1,024 items) and MSC (ResNet-152 and
    EfficientNet-Lite0, 224 px, 64 images) trained by the package's pipeline (bf16 autocast and
    channels_last where native, batched on-device views) and by the paper-style pipeline (PIL
-   transforms in DataLoader workers, fp32): items/s, the ratio, peak GPU memory. The code is
+   transforms in DataLoader workers, fp32): items/s, the ratio, peak GPU memory; FIRM's large
+   batch also with the compiled step (``compile_step=True``). The code is
    ``tools/benchmark_training_speed.py``'s; images are scikit-learn's digits (no file needed).
 2. full-protocol epoch: the package's FIRM step at the ``full`` Fashion-MNIST protocol's shape
    (32 px, batches of 8 images = 32 items, 6,000 normal images = 750 steps), one epoch timed
@@ -72,11 +73,22 @@ def speed_rows(device: torch.device, dry_run: bool) -> list[Row]:
         if case.image_size not in images_by_size:
             images_by_size[case.image_size] = common.load_normal_images("digits", "0", case.image_size, 2048)
         results = {}
-        for pipeline in ("ours", "paper-style"):
+        # The compiled step (compile_step=True) once, on FIRM's large batch (compiling costs about a minute;
+        # not in the dry run, where tests/test_compiled_step.py covers the path).
+        compiled = not dry_run and case.model == "firm" and case.batch_items >= 512
+        for pipeline in ("ours", "ours compiled", "paper-style") if compiled else ("ours", "paper-style"):
             try:
                 results[pipeline] = speed.measure(case, pipeline, images_by_size[case.image_size], args, device)
             except Exception as error:  # reported in the table; the other cases still run
                 rows.append(("speed", f"{case.label} {case.batch_items} items {pipeline}", f"FAILED {error!r}"))
+        if "ours compiled" in results:
+            rows.append(
+                (
+                    "speed",
+                    f"{case.label} {case.image_size} px {case.batch_items} items, ours compiled",
+                    f"{results['ours compiled'].items_per_second:.0f} items/s",
+                )
+            )
         ours, paper = results.get("ours"), results.get("paper-style")
         if ours is not None:
             memory = "" if ours.peak_memory_gib is None else f", peak {ours.peak_memory_gib:.2f} GiB"
@@ -109,8 +121,7 @@ def full_epoch_rows(device: torch.device, dry_run: bool) -> list[Row]:
     digits = common.load_normal_images("digits", "0", image_size, 2048)
     normal = digits[torch.arange(num_images) % len(digits)].to(device)  # repeated up to the class's size
     module = speed.build_module(case).to(device).train()
-    if module._use_mixed_precision:
-        module.model.to(memory_format=torch.channels_last)
+    module.prepare_training()
     step = speed.ours_step(module, case, normal, device)
     steps = math.ceil(num_images / images_per_step)
     seconds, _ = common.time_steps(step, device, warmup=min(10, steps), steps=steps)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from anomalib import LearningType
@@ -37,6 +37,18 @@ from torchvision.transforms.v2 import Resize
 from anomalib_firm.models.components.precision import native_bf16
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingLoss(NamedTuple):
+    """What a model's :meth:`ContrastiveAnomalyMixin.training_loss` returns.
+
+    Attributes:
+        loss: Scalar loss to minimise.
+        metrics: Scalar tensors logged per step and epoch under their key (e.g. loss parts).
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
 
 
 def verify_image_files(datamodule: Any) -> None:
@@ -91,6 +103,9 @@ class ContrastiveAnomalyMixin:
         image_size: Side of the square images the network sees (the pre-processor resizes).
         mixed_precision: Train under bf16 autocast with channels_last tensors where the device
             computes bf16 natively (CUDA; CPUs with AVX-512 BF16 or AMX); fp32 on other CPUs.
+        compile_step: Compile the training step's hot path (rotations, views, network, loss:
+            :meth:`training_loss`) with ``torch.compile`` at the start of training. Opt-in: the
+            first steps wait for the compiler (minutes on a small CPU).
         bn_recalibration: Before every scorer fit, recompute the running statistics of the
             BatchNorm layers on the normal training images with the current weights (the
             cumulative mean over one pass, the views the scorer sees), instead of using the
@@ -115,6 +130,7 @@ class ContrastiveAnomalyMixin:
         self,
         image_size: int,
         mixed_precision: bool = True,
+        compile_step: bool = False,
         bn_recalibration: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
@@ -141,6 +157,10 @@ class ContrastiveAnomalyMixin:
         )
         self.image_size = image_size
         self.mixed_precision = mixed_precision
+        self._bf16_decided_for: str | None = None  # device type the bf16 decision below was made for
+        self._bf16 = False
+        self.compile_step = compile_step
+        self._compiled_training_loss: Any = None
         self.bn_recalibration = bn_recalibration
         self.max_epochs = max_epochs
         self.val_every_n_epochs = val_every_n_epochs
@@ -170,8 +190,22 @@ class ContrastiveAnomalyMixin:
 
     # ----------------------------------------------------------------- model-specific parts
     @abstractmethod
-    def compute_loss(self, batch: Batch) -> torch.Tensor:
-        """Contrastive loss of one training batch (images already resized, in [0, 1])."""
+    def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
+        """Contrastive loss of one training batch and the metrics to log.
+
+        The hot path: tensors in, tensors out, no logging or host synchronisation, so that
+        ``compile_step`` can compile it as one graph.
+
+        Args:
+            images: ``(B, 3, S, S)`` normal training images, resized, in [0, 1].
+            class_labels: ``(B,)`` int64 class of every image (labelled modes), from
+                :meth:`training_class_labels`; ``None`` when the model does not use them.
+        """
+
+    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's class labels for :meth:`training_loss`: ``None`` unless a model's labelled mode needs them."""
+        del batch
+        return None
 
     @abstractmethod
     def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
@@ -201,12 +235,26 @@ class ContrastiveAnomalyMixin:
                 raise ValueError(msg)
         if datamodule is not None:
             verify_image_files(datamodule)
+        self.prepare_training()
+
+    def prepare_training(self) -> None:
+        """Put the network in channels_last under mixed precision; compile the step when ``compile_step``.
+
+        Called by ``on_fit_start``; scripts that step the model without a Trainer call it once.
+        """
         if self._use_mixed_precision:
             self.model.to(memory_format=torch.channels_last)
+        if self.compile_step and self._compiled_training_loss is None:
+            self._compiled_training_loss = torch.compile(self.training_loss)
 
     @property
     def _use_mixed_precision(self) -> bool:
-        return self.mixed_precision and native_bf16(self.device)
+        """bf16 training on this device: decided once per device type (the CPU check reads /proc/cpuinfo)."""
+        device_type = self.device.type
+        if self._bf16_decided_for != device_type:
+            self._bf16 = self.mixed_precision and native_bf16(self.device)
+            self._bf16_decided_for = device_type
+        return self._bf16
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when ``mixed_precision`` and the device computes bf16 natively; a no-op elsewhere."""
@@ -219,6 +267,17 @@ class ContrastiveAnomalyMixin:
         if self._use_mixed_precision:
             return images.contiguous(memory_format=torch.channels_last)
         return images
+
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """The training loss of one batch (compiled when ``compile_step``); its metrics are logged."""
+        step = self._compiled_training_loss or self.training_loss
+        # anomalib's batches hold torchvision tv_tensors.Image, a tensor subclass whose __torch_function__
+        # would split a compiled graph; the plain-tensor view costs nothing.
+        images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
+        loss, metrics = step(images, self.training_class_labels(batch))
+        for name, value in metrics.items():
+            self.log(name, value.detach(), on_step=True, on_epoch=True, batch_size=len(batch.image))
+        return loss
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """One contrastive step over the whole batch."""

@@ -29,7 +29,7 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import firm_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import one_cycle_factor
@@ -76,6 +76,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             of the last (augmented, 3/4 rotated) training batches alone, a short run on digit 5 fell
             from 0.968 to 0.746 after 2 epochs; recalibrated, 0.983 untrained -> 0.993 after 5.
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
+        compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).
@@ -107,6 +108,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         bn_momentum: float | None = 0.9,
         bn_recalibration: bool = True,
         mixed_precision: bool = True,
+        compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
@@ -117,6 +119,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(
             image_size=image_size,
             mixed_precision=mixed_precision,
+            compile_step=compile_step,
             bn_recalibration=bn_recalibration,
             max_epochs=max_epochs,
             val_every_n_epochs=val_every_n_epochs,
@@ -161,16 +164,17 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def compute_loss(self, batch: Batch) -> torch.Tensor:
-        """Rotation outliers, two on-device views per item, FIRM loss."""
-        items, rotation_ids = expand_rotations(batch.image)
-        class_labels = self._class_labels(batch)
+    def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
+        """Rotation outliers, two on-device views per item, FIRM loss (the unrotated items are the inliers)."""
+        items, rotation_ids = expand_rotations(images)
+        item_classes = None if class_labels is None else class_labels.repeat(NUM_ROTATIONS)
         with self.autocast():
             views = self.as_input(torch.cat([self.views(items), self.views(items)]))
             view1, view2 = self.model(views).float().chunk(2)
-        return self.loss(view1, view2, rotation_ids == 0, class_labels, rotation_ids)
+        return TrainingLoss(self.loss(view1, view2, rotation_ids == 0, item_classes, rotation_ids), {})
 
-    def _class_labels(self, batch: Batch) -> torch.Tensor | None:
+    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's ``class_label`` with ``use_class_labels`` (an error when there is none), else ``None``."""
         if not self.use_class_labels:
             return None
         labels = getattr(batch, "class_label", None)
@@ -180,7 +184,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
                 "one-vs-rest data modules (e.g. CIFAR10 with several categories)."
             )
             raise ValueError(msg)
-        return labels.repeat(NUM_ROTATIONS)
+        return labels.to(device=batch.image.device, dtype=torch.long)
 
     def scorer_is_empty(self) -> bool:
         """True until the bank was built."""

@@ -42,7 +42,7 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import mcl_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -98,6 +98,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             untrained network it scored 0.60 against 0.98 with the initial statistics (digits, 16 px).
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX
             CPUs; training only).
+        compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).
@@ -130,6 +131,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         bn_momentum: float | None = None,
         bn_recalibration: bool = False,
         mixed_precision: bool = True,
+        compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
@@ -149,6 +151,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(
             image_size=image_size,
             mixed_precision=mixed_precision,
+            compile_step=compile_step,
             bn_recalibration=bn_recalibration,
             max_epochs=max_epochs,
             val_every_n_epochs=val_every_n_epochs,
@@ -259,40 +262,44 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         world_size = int(getattr(self.trainer, "world_size", 1) or 1)
         return NUM_ROTATIONS * int(batch_size) * accumulate * world_size
 
-    def compute_loss(self, batch: Batch) -> torch.Tensor:
-        """All 4 rotations, two on-device views per item, masked contrastive loss (parts logged)."""
-        items, rotation_ids = expand_rotations(batch.image)
-        labels = self.item_labels(batch, rotation_ids)
+    def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
+        """All 4 rotations, two on-device views per item, masked contrastive loss (parts as metrics)."""
+        items, rotation_ids = expand_rotations(images)
+        labels = self.item_labels(class_labels, rotation_ids)
         both = torch.cat([items, items])
         views = self.views(flip_base_images(both, rotation_ids.repeat(2), self.flip_probability))
         with self.autocast():
             view1, view2 = self.model(self.as_input(views)).float().chunk(2)
         parts = self.loss.forward_parts(view1, view2, labels)
-        batch_size = len(batch.image)
-        self.log("train_ccm", parts.ccm.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
-        self.log("train_spa", parts.spa.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
-        self.log("train_unpaired", parts.num_unpaired.float(), on_step=True, on_epoch=True, batch_size=batch_size)
         # Mean cosine over all (view 1, view 2) pairs = dot product of the two mean embeddings (O(N D), not
         # O(N^2 D)); near 1 means the embeddings collapsed onto one direction (see the model README).
         mean_cosine = view1.detach().mean(dim=0) @ view2.detach().mean(dim=0)
-        self.log("train_mean_cosine", mean_cosine, on_step=True, on_epoch=True, batch_size=batch_size)
-        return parts.loss
+        metrics = {
+            "train_ccm": parts.ccm,
+            "train_spa": parts.spa,
+            "train_unpaired": parts.num_unpaired.float(),
+            "train_mean_cosine": mean_cosine,
+        }
+        return TrainingLoss(parts.loss, metrics)
 
-    def item_labels(self, batch: Batch, rotation_ids: torch.Tensor) -> torch.Tensor:
+    def item_labels(self, class_labels: torch.Tensor | None, rotation_ids: torch.Tensor) -> torch.Tensor:
         """Loss labels of the ``4B`` items: ``class + C x rotation`` (the rotation alone in one-class mode).
 
         Args:
-            batch: The training batch (``class_label`` ``(B,)`` in labelled mode).
+            class_labels: ``(B,)`` class of every image in labelled mode, ``None`` in one-class mode.
             rotation_ids: ``(4B,)`` rotation of every item, rotation-major as from :func:`expand_rotations`.
 
         Returns:
             ``(4B,)`` int64 labels.
         """
-        if not self.use_class_labels:
+        if class_labels is None:
             return rotation_ids
-        return self._class_labels(batch).repeat(NUM_ROTATIONS) + self.num_classes * rotation_ids
+        return class_labels.repeat(NUM_ROTATIONS) + self.num_classes * rotation_ids
 
-    def _class_labels(self, batch: Batch) -> torch.Tensor:
+    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's ``class_label`` in labelled mode (an error when the data module has none), else ``None``."""
+        if not self.use_class_labels:
+            return None
         labels = getattr(batch, "class_label", None)
         if labels is None:
             msg = (
@@ -316,7 +323,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         for batch in loader:
             images = self._resized_on_device(batch.image)
             if self.use_class_labels:
-                classes = self._class_labels(batch).to(self.device)
+                classes = self.training_class_labels(batch).to(self.device)
             else:
                 classes = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
             yield images, classes

@@ -28,12 +28,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import msc_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
@@ -70,6 +69,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             update, so the fixed centre stays valid), so it changes nothing in training or scoring;
             ``None`` (default) leaves the layers' values.
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
+        compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).
@@ -91,6 +91,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         momentum: float = 0.0,
         bn_momentum: float | None = None,
         mixed_precision: bool = True,
+        compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
@@ -101,6 +102,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(
             image_size=image_size,
             mixed_precision=mixed_precision,
+            compile_step=compile_step,
             max_epochs=max_epochs,
             val_every_n_epochs=val_every_n_epochs,
             pre_processor=pre_processor,
@@ -168,16 +170,16 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         return self.model.center
 
     # ----------------------------------------------------------------- training
-    def compute_loss(self, batch: Batch) -> torch.Tensor:
-        """Two on-device MoCo-v2 views per image, mean-shifted NT-Xent around the fixed centre."""
+    def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
+        """Two on-device MoCo-v2 views per image, mean-shifted NT-Xent around the fixed centre (no classes)."""
+        del class_labels
         if not self.model.has_center:
             msg = "MSC has no centre: it is computed in on_fit_start (train through a Trainer / anomalib Engine)."
             raise RuntimeError(msg)
-        images = batch.image
         with self.autocast():
             views = self.as_input(torch.cat([self.views(images), self.views(images)]))
             view1, view2 = self.model.embed(views).float().chunk(2)
-        return self.loss(view1, view2, self.model.center)
+        return TrainingLoss(self.loss(view1, view2, self.model.center), {})
 
     # ----------------------------------------------------------------- scoring
     def scorer_is_empty(self) -> bool:
