@@ -10,12 +10,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from anomalib.engine import Engine
 from cli_utils import digits_folder_datamodule
 from lightning.pytorch import seed_everything
 from sklearn.metrics import roc_auc_score
 
-from anomalib_firm.models import Firm, Mcl
+from anomalib_firm.models import Firm, Mcl, Msc
+from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
+
+
+def _msc() -> Msc:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
+        return Msc(backbone="resnet18", weights="random", image_size=16, lr=0.001, visualizer=False)
+
+
+def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:
+    raw = torch.tensor([-1e6, -50.0, 0.0, 1.0, 2.0, 2.5, 3.0, 4.0, 60.0, 1e6])
+    stats = {"norm_min": torch.tensor(1.0), "norm_max": torch.tensor(3.0), "threshold": torch.tensor(2.0)}
+    normalised = OrderPreservingPostProcessor._normalize(raw, **stats)
+    assert bool((normalised.diff() > 0).all())  # no ties, same order
+    assert bool(((normalised > 0) & (normalised < 1)).all())
+    assert normalised[4].item() == 0.5  # the threshold
+    # d = (s - 2) / 2: the validation range ends (d = -+0.5) map to 0.25 and 0.75, s = 2.5 (d = 0.25) to 2/3.
+    torch.testing.assert_close(normalised[[3, 5, 6]], torch.tensor([0.25, 0.5 + 0.25 / 1.5, 0.75]))
+    # Without validation statistics the raw scores pass through, as in anomalib.
+    nan = torch.tensor(float("nan"))
+    assert torch.equal(OrderPreservingPostProcessor._normalize(raw, nan, nan, nan), raw)
 
 
 @pytest.mark.slow
@@ -24,8 +48,9 @@ from anomalib_firm.models import Firm, Mcl
     [
         lambda: Firm(image_size=16, head_hidden_dim=64, head_layers=3, visualizer=False),
         lambda: Mcl(backbone="resnet18_cifar", image_size=16, head_hidden_dim=64, visualizer=False),
+        _msc,
     ],
-    ids=["firm", "mcl"],
+    ids=["firm", "mcl", "msc"],
 )
 def test_reported_auroc_is_the_raw_score_auroc(digits_folder: Path, tmp_path: Path, build) -> None:
     seed_everything(0, verbose=False)

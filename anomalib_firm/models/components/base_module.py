@@ -6,6 +6,8 @@ that life cycle so each model only writes its loss step and its scorer fit:
 
 - pre-processor: resize only; normalisation happens inside the torch model, so batched
   training augmentations work on [0, 1] images and exports include the normalisation;
+- post-processor: anomalib's, with a score normalisation that keeps the raw scores' order
+  (:mod:`.post_processing`), so the image AUROC anomalib reports is the raw scores' AUROC;
 - the scorer is re-fitted on the normal training images at the start of validation, test and
   prediction whenever the network has trained since the last fit (or nothing was fitted);
   with ``bn_recalibration`` the BatchNorm statistics are first recomputed on those images with
@@ -34,6 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
 
+from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import native_bf16
 
 logger = logging.getLogger(__name__)
@@ -172,6 +175,11 @@ class ContrastiveAnomalyMixin:
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
         """Resize only (normalisation is part of the torch model)."""
         return PreProcessor(transform=Resize(image_size or (32, 32), antialias=True))
+
+    @classmethod
+    def configure_post_processor(cls) -> OrderPreservingPostProcessor:
+        """The post-processor: anomalib's, normalising without ties, so the reported AUROC is the raw scores'."""
+        return OrderPreservingPostProcessor()
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

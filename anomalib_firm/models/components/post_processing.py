@@ -1,0 +1,46 @@
+"""Score normalisation that keeps the order of the raw scores, so the reported AUROC is theirs.
+
+anomalib's :class:`~anomalib.post_processing.PostProcessor` maps a raw score ``s`` to
+``(s - threshold) / (max - min) + 0.5`` with ``min``/``max`` learned on the validation split,
+then clamps to [0, 1]. Test scores beyond the validation range all become exactly 0 or 1; those
+ties change the image AUROC anomalib's evaluator reports (measured: MCL on a digits task, 0.883
+reported against 0.891 for its raw scores). The models here score with k-NN distances and
+Mahalanobis distances whose tails reach far past the validation range.
+
+:class:`OrderPreservingPostProcessor` replaces the clamp by a strictly increasing map onto
+(0, 1): with ``d = (s - threshold) / (max - min)``, ``normalised = 0.5 + d / (2 (|d| + 0.5))``.
+The threshold still maps to 0.5 (so ``pred_label`` is unchanged), the validation range ends map
+near 0.25 and 0.75, and no two different raw scores share a normalised one except beyond float
+resolution (``|d|`` in the millions). Everything else (statistics, thresholds, checkpoints,
+export) is anomalib's.
+"""
+
+from __future__ import annotations
+
+import torch
+from anomalib.post_processing import PostProcessor
+
+#: ``c`` in ``0.5 + d / (2 (|d| + c))``: the half-range ``|d| = c`` maps to 0.25 / 0.75.
+SOFTNESS = 0.5
+
+
+class OrderPreservingPostProcessor(PostProcessor):
+    """anomalib's post-processor with a strictly increasing normalisation instead of a clamp (see module)."""
+
+    @staticmethod
+    def _normalize(
+        preds: torch.Tensor | None,
+        norm_min: torch.Tensor,
+        norm_max: torch.Tensor,
+        threshold: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Map raw scores onto (0, 1), threshold to 0.5, keeping their order; raw scores without statistics."""
+        if preds is None:
+            return preds
+        threshold = torch.where(torch.isnan(threshold), (norm_max + norm_min) / 2, threshold)
+        value_range = norm_max - norm_min
+        safe_range = torch.where(value_range > 0, value_range, torch.ones_like(value_range))
+        distance = (preds - threshold) / safe_range
+        normalized = 0.5 + distance / (2 * (distance.abs() + SOFTNESS))
+        has_range = ~torch.isnan(norm_min) & ~torch.isnan(norm_max)
+        return torch.where(has_range, normalized, preds)
