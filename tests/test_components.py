@@ -11,7 +11,7 @@ from anomalib_firm.models.components.backbones import build_encoder
 from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
 from anomalib_firm.models.components.heads import ProjectionHead
 from anomalib_firm.models.components.rotations import expand_rotations
-from anomalib_firm.models.components.schedules import cosine_factor, one_cycle_factor
+from anomalib_firm.models.components.schedules import OneCycleSchedule, cosine_factor, one_cycle_factor
 
 
 @pytest.fixture
@@ -143,6 +143,62 @@ def test_one_cycle_equals_torch_one_cycle():
             assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * one_cycle_factor(step, total, warmup))
             optimizer.step()
             reference.step()
+
+
+def test_one_cycle_schedule_cycles_momentum_as_torch_one_cycle():
+    """FIRM's authors use OneCycleLR's defaults, which also cycle SGD momentum 0.95 -> 0.85 -> 0.95."""
+    total, warmup = 200, 0.1
+    ours_parameter, torch_parameter = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    ours = torch.optim.SGD([ours_parameter], lr=0.1, momentum=0.9)
+    reference = torch.optim.SGD([torch_parameter], lr=0.1, momentum=0.9)
+    schedule = OneCycleSchedule(ours, total, warmup, momentum_range=(0.85, 0.95))
+    reference_schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=total, pct_start=warmup)
+    momenta = []
+    for _ in range(total):
+        assert ours.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])
+        assert ours.param_groups[0]["momentum"] == pytest.approx(reference.param_groups[0]["momentum"])
+        momenta.append(ours.param_groups[0]["momentum"])
+        ours.step()
+        reference.step()
+        schedule.step()
+        reference_schedule.step()
+    assert momenta[0] == pytest.approx(0.95)
+    assert min(momenta) == pytest.approx(0.85)
+    assert momenta[-1] == pytest.approx(0.95)
+    fixed = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    OneCycleSchedule(fixed, total, warmup, momentum_range=None).step()
+    assert fixed.param_groups[0]["momentum"] == 0.9
+
+
+def test_firm_defaults_are_the_authors():
+    """The defaults a user gets with ``--model FIRM`` are the paper's / authors' code's (ALGORITHMS.md)."""
+    import inspect
+
+    from anomalib_firm.models import Firm
+
+    defaults = {name: p.default for name, p in inspect.signature(Firm).parameters.items()}
+    expected = {
+        "backbone": "resnet18_cifar",
+        "image_size": 32,
+        "head_hidden_dim": 1024,
+        "head_layers": 8,
+        "embedding_dim": 128,
+        "temperature": 0.2,
+        "loss_layout": "pairwise",
+        "loss": "firm",
+        "crop_scale": (0.25, 1.0),
+        "jitter": 0.4,
+        "blur_probability": 0.75,
+        "score": "angled",
+        "num_neighbors": 5,
+        "eval_zoom": 36 / 32,
+        "lr": 0.01,
+        "momentum_range": (0.85, 0.95),
+        "weight_decay": 3e-4,
+        "warmup_fraction": 0.01,
+        "bn_momentum": 0.9,
+    }
+    assert {name: defaults[name] for name in expected} == expected
 
 
 def test_one_cycle_defined_for_tiny_runs():

@@ -32,7 +32,7 @@ from anomalib_firm.models.components.augmentations import firm_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
-from anomalib_firm.models.components.schedules import one_cycle_factor
+from anomalib_firm.models.components.schedules import OneCycleSchedule
 
 from .loss import FirmLoss, LossLayout, LossObjective
 from .torch_model import FirmModel, ScoreType
@@ -64,7 +64,9 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         num_crops: Crops of the ``ensemble`` score.
         eval_zoom: Test view = resize by this factor and centre crop back (36/32 in the paper).
         lr: SGD learning rate (peak of the one-cycle schedule).
-        momentum: SGD momentum.
+        momentum: SGD momentum when ``momentum_range`` is ``None``.
+        momentum_range: ``(min, max)`` SGD momentum cycled against the one-cycle learning rate (the
+            authors' ``OneCycleLR`` default, 0.95 -> 0.85 -> 0.95); ``None`` keeps ``momentum`` fixed.
         weight_decay: SGD weight decay.
         warmup_fraction: Warm-up share of the one-cycle schedule.
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention, weight of the
@@ -103,6 +105,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         eval_zoom: float = 36 / 32,
         lr: float = 0.01,
         momentum: float = 0.9,
+        momentum_range: tuple[float, float] | None = (0.85, 0.95),
         weight_decay: float = 3e-4,
         warmup_fraction: float = 0.01,
         bn_momentum: float | None = 0.9,
@@ -145,6 +148,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         self.num_neighbors = num_neighbors
         self.lr = lr
         self.momentum = momentum
+        self.momentum_range = tuple(momentum_range) if momentum_range is not None else None
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
 
@@ -154,14 +158,12 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         return self.num_neighbors
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD with a per-step one-cycle schedule (1% cosine warm-up, cosine decay)."""
+        """SGD with a per-step one-cycle schedule (1% cosine warm-up, cosine decay; momentum cycled against it)."""
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: one_cycle_factor(step, total_steps, self.warmup_fraction)
-        )
+        scheduler = OneCycleSchedule(optimizer, total_steps, self.warmup_fraction, self.momentum_range)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
