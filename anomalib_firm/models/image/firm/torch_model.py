@@ -25,6 +25,16 @@ def centre_box(zoom: float) -> torch.Tensor:
     return torch.tensor([[(1 - side) / 2, (1 - side) / 2, side, side]])
 
 
+def compose_boxes(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """Fractional boxes ``inner`` (N, 4), given inside the box ``outer`` (1, 4), as boxes of the whole image.
+
+    Boxes are (x0, y0, width, height) fractions, as :func:`sample_crop_boxes` draws them.
+    """
+    x0, y0, width, height = outer[0]
+    scale = torch.stack([width, height, width, height])
+    return inner * scale + torch.stack([x0, y0, torch.zeros(()), torch.zeros(())])
+
+
 class FirmModel(nn.Module):
     """FIRM network and scorer.
 
@@ -41,7 +51,8 @@ class FirmModel(nn.Module):
             against the bank of that rotation) or ``ensemble`` (angled, averaged over fixed crops).
         num_neighbors: k of the k-NN.
         num_crops: Crops of the ``ensemble`` score.
-        crop_scale: Area range of the ensemble crops (drawn once, seed 0, so scores are deterministic).
+        crop_scale: Area range of the ensemble's square crops of the evaluation view (drawn once,
+            seed 0, so scores are deterministic).
         eval_zoom: Evaluation view = resize by ``eval_zoom`` then centre crop back (36/32 in the paper).
         mean: Normalisation mean (RGB).
         std: Normalisation std (RGB).
@@ -83,8 +94,9 @@ class FirmModel(nn.Module):
         self.register_buffer("eval_box", centre_box(eval_zoom), persistent=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            crops = sample_crop_boxes(num_crops, crop_scale, (3 / 4, 4 / 3), torch.empty(0))
-        self.register_buffer("ensemble_boxes", crops, persistent=False)
+            crops = sample_crop_boxes(num_crops, crop_scale, (1.0, 1.0), torch.empty(0))  # square, as the authors
+        # The authors crop the evaluation view (resize 36, centre crop 32): compose both boxes into one.
+        self.register_buffer("ensemble_boxes", compose_boxes(centre_box(eval_zoom), crops), persistent=False)
         self.bank = FeatureBank(NUM_ROTATIONS, feature_dim)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -95,9 +107,12 @@ class FirmModel(nn.Module):
         """Training embeddings (B, embedding_dim) of augmented views in [0, 1]."""
         return self.head(self.encoder(self.normalize(views)))
 
-    def rotation_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Encoder features of the evaluation view of the 4 rotations: (B, 3, H, W) -> (4, B, D)."""
-        if self.eval_zoom != 1:
+    def rotation_features(self, images: torch.Tensor, evaluation_view: bool = True) -> torch.Tensor:
+        """Encoder features of the evaluation view of the 4 rotations: (B, 3, H, W) -> (4, B, D).
+
+        ``evaluation_view=False`` for images that already are crops of it (the ensemble score).
+        """
+        if evaluation_view and self.eval_zoom != 1:
             images = crop_and_resize(images, self.eval_box.expand(images.shape[0], 4), tuple(images.shape[-2:]))
         rotated, _ = expand_rotations(images)
         features = self.encoder(self.normalize(rotated))
@@ -113,7 +128,7 @@ class FirmModel(nn.Module):
         num_crops, batch = self.ensemble_boxes.shape[0], images.shape[0]
         boxes = self.ensemble_boxes.repeat_interleave(batch, dim=0)
         crops = crop_and_resize(images.repeat(num_crops, 1, 1, 1), boxes, tuple(images.shape[-2:]))
-        similarity = self.bank.cosine_topk(self.rotation_features(crops), self.num_neighbors)
+        similarity = self.bank.cosine_topk(self.rotation_features(crops, evaluation_view=False), self.num_neighbors)
         return similarity.view(NUM_ROTATIONS, num_crops, batch).mean(dim=(0, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
