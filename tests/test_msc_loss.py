@@ -82,27 +82,43 @@ def test_loss_matches_naive_formula(batch: int, dim: int) -> None:
 
 def test_angular_centre_loss_by_hand() -> None:
     # B = 1 (contrastive term 0). c = (0, 2) -> c_hat = (0, 1). ||(1, 0) - c_hat||^2 = 2 and
-    # ||(0, 1) - c_hat||^2 = 0: the mean over the two views is 1.
+    # ||(0, 1) - c_hat||^2 = 0: the authors' term is the sum of the two views' means, 2.
     z1, z2, c = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0.0, 2.0])
     terms = MeanShiftedContrastiveLoss(angular_weight=1.0).components(z1, z2, c)
-    assert terms["angular"].item() == pytest.approx(1.0)
+    assert terms["angular"].item() == pytest.approx(2.0)
     assert terms["contrastive"].item() == pytest.approx(0.0, abs=1e-7)
-    assert terms["loss"].item() == pytest.approx(1.0)
+    assert terms["loss"].item() == pytest.approx(2.0)
 
 
-def test_angular_term_equals_two_minus_two_cosine() -> None:
-    generator = torch.Generator().manual_seed(0)
-    z1 = F.normalize(torch.randn(4, 6, generator=generator), dim=1)
-    z2 = F.normalize(torch.randn(4, 6, generator=generator), dim=1)
-    c = torch.randn(6, generator=generator)
+def _authors_angular_loss(z1: torch.Tensor, z2: torch.Tensor, c: torch.Tensor, t: float = 0.25) -> torch.Tensor:
+    """The authors' --angular loss from their formula: shift by c / ||c||, plus the two views' means."""
     c_hat = c / c.norm()
-    expected = (2 - 2 * torch.cat([z1, z2]) @ c_hat).mean()
-    loss_fn = MeanShiftedContrastiveLoss(angular_weight=0.5)
+    theta1, theta2 = (F.normalize(z - c_hat, dim=1) for z in (z1, z2))
+    total = 0.0
+    views = torch.cat([theta1, theta2])
+    count = views.shape[0]
+    for row in range(count):
+        partner = (row + count // 2) % count
+        logits = torch.stack([views[row] @ views[k] / t for k in range(count) if k != row])
+        positive = views[row] @ views[partner] / t
+        total = total - (positive - torch.logsumexp(logits, dim=0))
+    contrastive = total / count
+    return contrastive + ((z1 - c_hat).pow(2).sum(1).mean() + (z2 - c_hat).pow(2).sum(1).mean())
+
+
+def test_angular_variant_matches_the_authors_formula() -> None:
+    generator = torch.Generator().manual_seed(0)
+    z1 = F.normalize(torch.randn(4, 6, generator=generator, dtype=torch.float64), dim=1)
+    z2 = F.normalize(torch.randn(4, 6, generator=generator, dtype=torch.float64), dim=1)
+    c = compute_center(torch.randn(9, 6, generator=generator, dtype=torch.float64))
+    c_hat = c / c.norm()
+    loss_fn = MeanShiftedContrastiveLoss(angular_weight=1.0)
+    torch.testing.assert_close(loss_fn(z1, z2, c), _authors_angular_loss(z1, z2, c))
     terms = loss_fn.components(z1, z2, c)
-    torch.testing.assert_close(terms["angular"], expected)
-    torch.testing.assert_close(terms["loss"], terms["contrastive"] + 0.5 * expected)
-    # Off by default: the loss is the contrastive term alone.
-    torch.testing.assert_close(MeanShiftedContrastiveLoss()(z1, z2, c), terms["contrastive"])
+    torch.testing.assert_close(terms["angular"], (2 - 2 * z1 @ c_hat).mean() + (2 - 2 * z2 @ c_hat).mean())
+    # Off by default: the plain loss shifts by c itself (not its direction) and has no extra term.
+    plain = MeanShiftedContrastiveLoss()(z1, z2, c)
+    assert plain.item() == pytest.approx(naive_msc_loss(z1, z2, c, 0.25), rel=1e-10)
 
 
 def test_loss_is_symmetric_and_permutation_invariant() -> None:

@@ -57,7 +57,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             sub-module names of the network to freeze (``[]`` trains everything).
         image_size: Side of the square network input (224 in the paper).
         temperature: NT-Xent temperature (0.25).
-        angular_weight: Weight of the angular centre loss (0 = off; the paper's arXiv v1 uses 1).
+        angular_weight: 0 = plain MSC; > 0 = the authors' angular variant (shift by ``c / ||c||``, plus
+            this weight times the views' mean squared distance to it; arXiv v1 uses 1).
         num_neighbors: k of the k-NN score (2).
         eval_zoom: Evaluation view = zoom by this factor, then centre crop back (256 / 224: the
             paper's resize 256, centre crop 224); 1 disables it.

@@ -98,19 +98,25 @@ def nt_xent(views1: torch.Tensor, views2: torch.Tensor, temperature: float) -> t
 
 
 class MeanShiftedContrastiveLoss(nn.Module):
-    """MSC's training loss: NT-Xent on mean-shifted views, plus the optional angular centre loss.
+    """MSC's training loss: NT-Xent on mean-shifted views, plus the optional angular variant.
 
-    ``loss = NT-Xent(theta(z1), theta(z2); t) + angular_weight * mean_i ||z_i - c_hat||^2`` with
-    ``theta(z) = (z - c) / ||z - c||``, ``c_hat = c / ||c||`` and the mean over all 2B views. The
-    angular term (``2 - 2 z . c_hat`` for unit ``z``) pulls normal features towards the centre's
-    direction; the paper's arXiv v1 results use it with weight 1; 0 (the default) turns it off.
+    Default (``angular_weight = 0``): ``loss = NT-Xent(theta(z1), theta(z2); t)`` with
+    ``theta(z) = (z - c) / ||z - c||``.
+
+    Angular variant (the authors' ``--angular``, the paper's arXiv v1 results; ``angular_weight``
+    scales its extra term, 1 as theirs): the shift uses the centre's direction
+    ``c_hat = c / ||c||`` instead of ``c``, and the loss adds
+    ``angular_weight * (mean_i ||z1_i - c_hat||^2 + mean_i ||z2_i - c_hat||^2)``, the sum of the
+    two views' means (each term ``2 - 2 z . c_hat`` for unit ``z``): it pulls normal features
+    towards the centre's direction.
 
     The inputs are L2-normalised again inside (idempotent for normalised features, and the
     gradient then stays tangent to the sphere), so un-normalised features are also correct.
 
     Args:
         temperature: NT-Xent temperature (paper: 0.25).
-        angular_weight: Weight of the angular centre loss (0 = off; paper value when on: 1).
+        angular_weight: 0 = plain MSC; > 0 = the angular variant with this weight on its term
+            (the authors': 1).
 
     Example:
         >>> loss_fn = MeanShiftedContrastiveLoss()
@@ -154,8 +160,8 @@ class MeanShiftedContrastiveLoss(nn.Module):
             center: (D,) the fixed centre (not differentiated).
 
         Returns:
-            ``{"loss", "contrastive", "angular"}`` scalars; ``angular`` is computed (and logged)
-            even when its weight is 0.
+            ``{"loss", "contrastive", "angular"}`` scalars; ``angular`` (the sum of the two views'
+            mean squared distances to ``c_hat``) is computed (and logged) even when its weight is 0.
 
         Raises:
             ValueError: On mismatching or non-2-D shapes, or a centre of the wrong size.
@@ -163,9 +169,10 @@ class MeanShiftedContrastiveLoss(nn.Module):
         self._validate(z1, z2, center)
         center = center.detach().to(dtype=z1.dtype)
         z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-        contrastive = nt_xent(mean_shift(z1, center), mean_shift(z2, center), self.temperature)
         center_direction = F.normalize(center, dim=0, eps=_EPS)
-        angular = (torch.cat([z1, z2], dim=0) - center_direction).pow(2).sum(dim=1).mean()
+        shift = center_direction if self.angular_weight else center
+        contrastive = nt_xent(mean_shift(z1, shift), mean_shift(z2, shift), self.temperature)
+        angular = sum((z - center_direction).pow(2).sum(dim=1).mean() for z in (z1, z2))
         loss = contrastive + self.angular_weight * angular if self.angular_weight else contrastive
         return {"loss": loss, "contrastive": contrastive, "angular": angular}
 
