@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.models import MSC, Msc
+from anomalib_firm.models.components.base_module import NormalBatch
 from anomalib_firm.models.image.msc.loss import compute_center
 
 IMAGE_SIZE = 16
@@ -157,7 +158,7 @@ def test_score_is_sum_of_squared_distances_to_two_nearest_normalised_features():
     model = _msc().eval()
     normal, queries = torch.rand(6, 3, IMAGE_SIZE, IMAGE_SIZE), torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
-        model.fit_scorer(iter([normal[:4], normal[4:]]))
+        model.fit_scorer(iter([NormalBatch(normal[:4]), NormalBatch(normal[4:])]))
         bank = model.model.bank.features[0]
         assert bank.shape == (6, 512)
         torch.testing.assert_close(bank.norm(dim=1), torch.ones(6))  # normalised, not mean-shifted
@@ -173,7 +174,7 @@ def test_centre_and_bank_travel_in_the_state_dict():
     trained = _msc().eval()
     with torch.no_grad():
         trained.compute_center(iter([torch.rand(4, 3, IMAGE_SIZE, IMAGE_SIZE)]))
-        trained.fit_scorer(iter([torch.rand(5, 3, IMAGE_SIZE, IMAGE_SIZE)]))
+        trained.fit_scorer(iter([NormalBatch(torch.rand(5, 3, IMAGE_SIZE, IMAGE_SIZE))]))
     fresh = _msc()
     assert not fresh.model.has_center
     assert fresh.scorer_is_empty()

@@ -55,6 +55,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
+from anomalib_firm.models.components.base_module import NormalBatch
+
 MODELS = ("firm", "msc", "mcl")
 CPU = torch.device("cpu")
 
@@ -107,10 +109,7 @@ def fit_scorer(name: str, module: nn.Module, normal: torch.Tensor, batch: int = 
             yield normal[start : start + batch].float().div(255)
 
     with torch.no_grad():
-        if name == "mcl":  # one-class mode: the class of every image is 0
-            module.fit_scorer((images, torch.zeros(len(images), dtype=torch.long)) for images in batches())
-        else:
-            module.fit_scorer(batches())
+        module.fit_scorer(NormalBatch(images) for images in batches())  # one-class: no class labels
     count = len(normal)
     if name == "firm":
         return f"bank 4 rotations x {count} images x {module.model.bank.features.shape[-1]}-d"

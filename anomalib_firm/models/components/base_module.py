@@ -42,6 +42,18 @@ from anomalib_firm.models.components.precision import native_bf16
 logger = logging.getLogger(__name__)
 
 
+class NormalBatch(NamedTuple):
+    """One batch of normal training images for :meth:`ContrastiveAnomalyMixin.fit_scorer`.
+
+    Attributes:
+        images: ``(B, 3, S, S)`` images in [0, 1], resized, on the model's device.
+        class_labels: ``(B,)`` int64 classes in a model's labelled mode, else ``None``.
+    """
+
+    images: torch.Tensor
+    class_labels: torch.Tensor | None = None
+
+
 class TrainingLoss(NamedTuple):
     """What a model's :meth:`ContrastiveAnomalyMixin.training_loss` returns.
 
@@ -216,8 +228,8 @@ class ContrastiveAnomalyMixin:
         return None
 
     @abstractmethod
-    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
-        """Fit the scorer (bank, Gaussians) on batches of normal training images, in eval mode."""
+    def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
+        """Fit the scorer (bank, Gaussians) on batches of normal training images, in eval mode, no gradients."""
 
     @abstractmethod
     def scorer_is_empty(self) -> bool:
@@ -416,10 +428,13 @@ class ContrastiveAnomalyMixin:
         self.model.train(was_training)
         return torch.cat(scores), torch.cat(labels)
 
-    def _normal_images(self, loader: Any) -> Iterator[torch.Tensor]:
-        """Resized normal training images, batch by batch, on the model's device."""
+    def _normal_images(self, loader: Any) -> Iterator[NormalBatch]:
+        """Resized normal training images (with classes where the model uses them), batch by batch, on the device."""
         for batch in loader:
-            yield self._resized_on_device(batch.image)
+            class_labels = self.training_class_labels(batch)
+            yield NormalBatch(
+                self._resized_on_device(batch.image), None if class_labels is None else class_labels.to(self.device)
+            )
 
     def _resized_on_device(self, images: torch.Tensor) -> torch.Tensor:
         """A loader's images moved to the model's device and resized by the pre-processor."""

@@ -29,7 +29,7 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import firm_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import OneCycleSchedule
@@ -192,9 +192,9 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         """True until the bank was built."""
         return self.model.bank.is_empty
 
-    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
+    def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
         """Bank = normalised encoder features of every normal training image in the 4 rotations."""
-        features = [nn.functional.normalize(self.model.rotation_features(batch), dim=-1) for batch in images]
+        features = [nn.functional.normalize(self.model.rotation_features(batch.images), dim=-1) for batch in batches]
         self.model.bank.update(torch.cat(features, dim=1))
         logger.info("FIRM bank built from %d normal images.", self.model.bank.size)
 

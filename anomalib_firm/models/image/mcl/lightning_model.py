@@ -42,7 +42,7 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import mcl_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -314,30 +314,20 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         """True until every (class, rotation) Gaussian was fitted."""
         return not self.model.gaussians.is_fitted
 
-    def _normal_images(self, loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        """Resized normal training images with their class (0 in one-class mode), batch by batch, on the device.
-
-        Overrides the mixin's generator of images alone: the labelled mode fits one Gaussian per class.
-        """
-        self._check_normal_classes(getattr(self.trainer, "datamodule", None))  # e.g. a test run without training
-        for batch in loader:
-            images = self._resized_on_device(batch.image)
-            if self.use_class_labels:
-                classes = self.training_class_labels(batch).to(self.device)
-            else:
-                classes = torch.zeros(images.shape[0], dtype=torch.long, device=self.device)
-            yield images, classes
-
-    def fit_scorer(self, images: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:  # type: ignore[override]
+    def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
         """Fit the (class, rotation) Gaussians on the head embeddings of the normal training images.
 
-        Every image in its 4 rotations, unaugmented (float32, no autocast).
-
-        Args:
-            images: Batches ``(images (B, 3, H, W), class ids (B,))`` from :meth:`_normal_images`.
+        Every image in its 4 rotations, unaugmented (float32, no autocast). The class of an image is
+        its ``class_labels`` entry in labelled mode, 0 in one-class mode (``class_labels`` ``None``).
         """
+        self._check_normal_classes(getattr(self.trainer, "datamodule", None))  # e.g. a test run without training
         features, classes, rotations = [], [], []
-        for batch_images, batch_classes in images:
+        for batch_images, batch_labels in batches:
+            batch_classes = (
+                torch.zeros(len(batch_images), dtype=torch.long, device=batch_images.device)
+                if batch_labels is None
+                else batch_labels
+            )
             rotation_features = self.model.rotation_features(batch_images)  # (4, B, D)
             features.append(rotation_features.reshape(-1, rotation_features.shape[-1]))
             rotation_ids = torch.arange(NUM_ROTATIONS, device=batch_images.device)

@@ -32,7 +32,7 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import msc_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, TrainingLoss
+from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
@@ -147,7 +147,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         if datamodule is None or not hasattr(datamodule, "train_dataloader"):
             msg = "MSC computes its centre from the normal training images: train it with a data module."
             raise RuntimeError(msg)
-        self.compute_center(self._normal_images(datamodule.train_dataloader()))
+        self.compute_center(batch.images for batch in self._normal_images(datamodule.train_dataloader()))
 
     def compute_center(self, images: Iterator[torch.Tensor]) -> torch.Tensor:
         """Set the centre: mean of the normalised features (evaluation view) of the given normal images.
@@ -187,9 +187,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         """True until the bank was built."""
         return self.model.bank.is_empty
 
-    def fit_scorer(self, images: Iterator[torch.Tensor]) -> None:
+    def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
         """Bank = normalised (not mean-shifted) features of every normal training image, evaluation view."""
-        features = [self.model.features(self.as_input(batch)).float() for batch in images]
+        features = [self.model.features(self.as_input(batch.images)).float() for batch in batches]
         self.model.bank.update(torch.cat(features).unsqueeze(0))
         logger.info("MSC bank built from %d normal images.", self.model.bank.size)
 
