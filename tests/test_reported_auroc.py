@@ -37,9 +37,12 @@ def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:
     assert normalised[4].item() == 0.5  # the threshold
     # d = (s - 2) / 2: the validation range ends (d = -+0.5) map to 0.25 and 0.75, s = 2.5 (d = 0.25) to 2/3.
     torch.testing.assert_close(normalised[[3, 5, 6]], torch.tensor([0.25, 0.5 + 0.25 / 1.5, 0.75]))
-    # Without validation statistics the raw scores pass through, as in anomalib.
+    # Without validation statistics: the same map around 0 with unit scale (never raw scores, which
+    # anomalib's AUROC would pass through a sigmoid: MCL's distances ~100 would all tie at 1).
     nan = torch.tensor(float("nan"))
-    assert torch.equal(OrderPreservingPostProcessor._normalize(raw, nan, nan, nan), raw)
+    squashed = OrderPreservingPostProcessor._normalize(raw, nan, nan, nan)
+    assert bool((squashed.diff() > 0).all())
+    torch.testing.assert_close(squashed, 0.5 + raw / (2 * (raw.abs() + 0.5)))
 
 
 @pytest.mark.slow
@@ -52,11 +55,12 @@ def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:
     ],
     ids=["firm", "mcl", "msc"],
 )
-def test_reported_auroc_is_the_raw_score_auroc(digits_folder: Path, tmp_path: Path, build) -> None:
+@pytest.mark.parametrize("epochs", [1, 0], ids=["trained", "untrained"])  # 0: no validation statistics
+def test_reported_auroc_is_the_raw_score_auroc(digits_folder: Path, tmp_path: Path, build, epochs: int) -> None:
     seed_everything(0, verbose=False)
     model = build()
     datamodule = digits_folder_datamodule(digits_folder, train_batch_size=16)
-    engine = Engine(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    engine = Engine(max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model=model, datamodule=datamodule)
     reported = engine.test(model=model, datamodule=datamodule, verbose=False)[0]["image_AUROC"]
     scores, labels = model.score_loader(datamodule.test_dataloader())

@@ -11,8 +11,9 @@ Mahalanobis distances whose tails reach far past the validation range.
 (0, 1): with ``d = (s - threshold) / (max - min)``, ``normalised = 0.5 + d / (2 (|d| + 0.5))``.
 The threshold still maps to 0.5 (so ``pred_label`` is unchanged), the validation range ends map
 near 0.25 and 0.75, and no two different raw scores share a normalised one except beyond float
-resolution (``|d|`` in the millions). Everything else (statistics, thresholds, checkpoints,
-export) is anomalib's.
+resolution (``|d|`` in the millions). Without validation statistics the raw scores are squashed
+the same way around 0 (anomalib would pass them through, and its AUROC would then sigmoid them).
+Everything else (statistics, thresholds, checkpoints, export) is anomalib's.
 """
 
 from __future__ import annotations
@@ -34,13 +35,19 @@ class OrderPreservingPostProcessor(PostProcessor):
         norm_max: torch.Tensor,
         threshold: torch.Tensor,
     ) -> torch.Tensor | None:
-        """Map raw scores onto (0, 1), threshold to 0.5, keeping their order; raw scores without statistics."""
+        """Map raw scores onto (0, 1), threshold to 0.5, keeping their order (see the module docstring).
+
+        Without validation statistics (no validation ran, e.g. ``max_epochs=0``) the raw scores
+        are squashed the same way around 0 with unit scale instead of passed through: anomalib's
+        AUROC (torchmetrics) reads scores outside [0, 1] as logits and applies a sigmoid, which
+        ties all of MCL's Mahalanobis distances (~100) at 1.0 and reports 0.5.
+        """
         if preds is None:
             return preds
-        threshold = torch.where(torch.isnan(threshold), (norm_max + norm_min) / 2, threshold)
-        value_range = norm_max - norm_min
-        safe_range = torch.where(value_range > 0, value_range, torch.ones_like(value_range))
-        distance = (preds - threshold) / safe_range
-        normalized = 0.5 + distance / (2 * (distance.abs() + SOFTNESS))
         has_range = ~torch.isnan(norm_min) & ~torch.isnan(norm_max)
-        return torch.where(has_range, normalized, preds)
+        threshold = torch.where(torch.isnan(threshold), (norm_max + norm_min) / 2, threshold)
+        threshold = torch.where(has_range, threshold, torch.zeros_like(threshold))
+        value_range = norm_max - norm_min
+        safe_range = torch.where(has_range & (value_range > 0), value_range, torch.ones_like(value_range))
+        distance = (preds - threshold) / safe_range
+        return 0.5 + distance / (2 * (distance.abs() + SOFTNESS))
