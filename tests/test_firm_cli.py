@@ -33,7 +33,7 @@ def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 def test_train_prints_image_metrics(trained):
     _, _, output = trained
-    assert 0.0 <= metric(output, "image_AUROC") <= 1.0
+    assert 0.8 < metric(output, "image_AUROC") <= 1.0  # digit 0 against the rest: far above chance
     assert "image_F1Score" in output
 
 

@@ -186,7 +186,7 @@ def test_labelled_training_logs_loss_parts_and_scales_lr(labelled):
     assert logged["train_loss_epoch"] == pytest.approx(logged["train_ccm_epoch"] + logged["train_spa_epoch"], rel=1e-5)
     # lr = 0.3 x items / 256, items = 4 rotations x 16 images per batch.
     assert logged["initial_lr"] == pytest.approx(0.3 * 4 * 16 / 256)
-    assert 0.0 <= logged["image_AUROC"] <= 1.0
+    assert 0.6 < logged["image_AUROC"] <= 1.0  # above chance after one short epoch
 
 
 def test_labelled_gaussians_are_the_class_rotation_statistics(labelled):
@@ -277,7 +277,7 @@ def one_class_cli(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.mark.slow
 def test_cli_one_class_training_and_checkpoint(one_class_cli):
     _, checkpoint, output = one_class_cli
-    assert 0.0 <= metric(output, "image_AUROC") <= 1.0
+    assert 0.8 < metric(output, "image_AUROC") <= 1.0  # digit 0 against the rest: far above chance
     model = Mcl.load_from_checkpoint(checkpoint)
     assert not model.use_class_labels
     assert model.model.gaussians.counts.tolist() == [[40] * 4]  # all 40 normal images, every rotation

@@ -214,7 +214,7 @@ def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 @pytest.mark.slow
 def test_cli_train_then_test_from_checkpoint(trained, digits_folder):
     workdir, checkpoint, output = trained
-    assert 0.0 <= metric(output, "image_AUROC") <= 1.0
+    assert 0.8 < metric(output, "image_AUROC") <= 1.0  # digit 0 against the rest: far above chance
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert state["model.center"].shape == (512,)
     assert state["model.bank.features"].shape == (1, 40, 512)
