@@ -242,7 +242,7 @@ class ContrastiveAnomalyMixin:
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:
-        """Check the normal set before any step; move the network to channels_last under mixed precision."""
+        """Check the normal set before any step, then :meth:`prepare_training` (channels_last, compilation)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         train_data = getattr(datamodule, "train_data", None)
         if train_data is not None:
