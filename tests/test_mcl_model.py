@@ -297,3 +297,15 @@ def test_openvino_export_matches_torch(one_class_cli, digits_folder, monkeypatch
     assert xml is not None
     assert xml.exists()
     assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4
+
+
+def test_fit_scorer_without_a_trainer():
+    """Scripts (tools/benchmark_inference.py) fit the Gaussians directly, with no Trainer attached."""
+    from anomalib_firm.models.components.base_module import NormalBatch
+
+    model = Mcl(**TINY).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.fit_scorer(NormalBatch(torch.rand(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)) for _ in range(2))
+    assert not model.scorer_is_empty()
+    assert model.model.gaussians.counts.tolist() == [[12] * 4]

@@ -320,7 +320,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         Every image in its 4 rotations, unaugmented (float32, no autocast). The class of an image is
         its ``class_labels`` entry in labelled mode, 0 in one-class mode (``class_labels`` ``None``).
         """
-        self._check_normal_classes(getattr(self.trainer, "datamodule", None))  # e.g. a test run without training
+        # E.g. a test run without training; no check without a Trainer (scripts fitting the scorer directly).
+        self._check_normal_classes(getattr(self._trainer, "datamodule", None))
         features, classes, rotations = [], [], []
         for batch_images, batch_labels in batches:
             batch_classes = (
