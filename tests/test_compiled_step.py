@@ -7,38 +7,22 @@ Compiling with inductor takes minutes on a small CPU, so the equality test compi
 from __future__ import annotations
 
 import functools
-import warnings
 
 import pytest
 import torch
+from model_utils import MODEL_NAMES, random_training_batch, tiny_model
 
 from anomalib_firm.data.batch import OneVsRestImageBatch
 from anomalib_firm.models import Firm, Mcl, Msc
 
-IMAGE_SIZE = 16
 
-
-def _batch(count: int = 4) -> OneVsRestImageBatch:
-    generator = torch.Generator().manual_seed(5)
-    return OneVsRestImageBatch(
-        image=torch.rand(count, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
-        gt_label=torch.zeros(count, dtype=torch.long),
-        class_label=torch.zeros(count, dtype=torch.long),
-        image_path=[f"x/{index}.png" for index in range(count)],
-    )
+def _batch() -> OneVsRestImageBatch:
+    return random_training_batch(4, seed=5)
 
 
 def _build(name: str, **kwargs) -> Firm | Mcl | Msc:
     torch.manual_seed(0)
-    if name == "firm":
-        return Firm(image_size=IMAGE_SIZE, head_hidden_dim=64, head_layers=2, visualizer=False, **kwargs)
-    if name == "mcl":
-        return Mcl(backbone="resnet18_cifar", image_size=IMAGE_SIZE, head_hidden_dim=64, visualizer=False, **kwargs)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
-        model = Msc(backbone="resnet18", weights="random", image_size=IMAGE_SIZE, visualizer=False, **kwargs)
-    model.model.set_center(torch.nn.functional.normalize(torch.ones(model.model.feature_dim), dim=0))
-    return model
+    return tiny_model(name, with_center=True, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +32,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", ["firm", "mcl", "msc"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_training_loss_is_one_graph(name):
     model = _build(name).train()
     model.prepare_training()
@@ -60,7 +44,7 @@ def test_training_loss_is_one_graph(name):
 
 
 @pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
-@pytest.mark.parametrize("name", ["firm", "mcl", "msc"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_compiled_step_gives_the_eager_loss_and_gradients(monkeypatch, name):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     eager = _build(name, mixed_precision=False).train()

@@ -14,18 +14,10 @@ import torch
 from anomalib.engine import Engine
 from cli_utils import digits_folder_datamodule
 from lightning.pytorch import seed_everything
+from model_utils import tiny_model
 from sklearn.metrics import roc_auc_score
 
-from anomalib_firm.models import Firm, Mcl, Msc
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
-
-
-def _msc() -> Msc:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
-        return Msc(backbone="resnet18", weights="random", image_size=16, lr=0.001, visualizer=False)
 
 
 def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:
@@ -47,18 +39,16 @@ def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "build",
-    [
-        lambda: Firm(image_size=16, head_hidden_dim=64, head_layers=3, visualizer=False),
-        lambda: Mcl(backbone="resnet18_cifar", image_size=16, head_hidden_dim=64, visualizer=False),
-        _msc,
-    ],
+    ("name", "overrides"),
+    [("firm", {"head_layers": 3}), ("mcl", {}), ("msc", {"lr": 0.001})],
     ids=["firm", "mcl", "msc"],
 )
 @pytest.mark.parametrize("epochs", [1, 0], ids=["trained", "untrained"])  # 0: no validation statistics
-def test_reported_auroc_is_the_raw_score_auroc(digits_folder: Path, tmp_path: Path, build, epochs: int) -> None:
+def test_reported_auroc_is_the_raw_score_auroc(
+    digits_folder: Path, tmp_path: Path, name: str, overrides: dict, epochs: int
+) -> None:
     seed_everything(0, verbose=False)
-    model = build()
+    model = tiny_model(name, **overrides)
     datamodule = digits_folder_datamodule(digits_folder, train_batch_size=16)
     engine = Engine(max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model=model, datamodule=datamodule)
