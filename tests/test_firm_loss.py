@@ -201,3 +201,18 @@ def test_the_training_step_marks_the_unrotated_items_as_inliers():
     for rotation in (1, 2, 3):
         rotated = inputs[0][:12][seen["rotation_ids"] == rotation]
         torch.testing.assert_close(rotated, rotate(images, rotation))
+
+
+def test_labelled_mode_needs_class_labels_in_the_batch():
+    """The mixin's shared check: FIRM with use_class_labels names the setting when the batch has no classes."""
+    from types import SimpleNamespace
+
+    from anomalib_firm.models import Firm
+
+    model = Firm(image_size=8, head_hidden_dim=16, head_layers=2, use_class_labels=True, visualizer=False)
+    with pytest.raises(ValueError, match="use_class_labels=True needs class labels"):
+        model.training_class_labels(SimpleNamespace(image=torch.rand(2, 3, 8, 8)))
+    batch = SimpleNamespace(image=torch.rand(2, 3, 8, 8), class_label=torch.tensor([1, 0]))
+    labels = model.training_class_labels(batch)
+    assert labels.tolist() == [1, 0]
+    assert Firm(image_size=8, head_hidden_dim=16, head_layers=2, visualizer=False).training_class_labels(None) is None

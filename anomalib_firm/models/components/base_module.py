@@ -134,6 +134,8 @@ class ContrastiveAnomalyMixin:
     """
 
     model: nn.Module
+    #: Labelled multi-class mode (FIRM and MCL set it from their argument; MSC has none).
+    use_class_labels: bool = False
     trainer: Any
     device: torch.device
     pre_processor: Any
@@ -223,9 +225,21 @@ class ContrastiveAnomalyMixin:
         """
 
     def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
-        """The batch's class labels for :meth:`training_loss`: ``None`` unless a model's labelled mode needs them."""
-        del batch
-        return None
+        """The batch's ``class_label`` for :meth:`training_loss` in a labelled mode, else ``None``.
+
+        Raises:
+            ValueError: ``use_class_labels`` is set but the data module gives no class labels.
+        """
+        if not self.use_class_labels:
+            return None
+        labels = getattr(batch, "class_label", None)
+        if labels is None:
+            msg = (
+                f"use_class_labels=True needs class labels in the batch: use one of anomalib_firm's one-vs-rest data "
+                f"modules (e.g. FashionMNIST with several categories), or use_class_labels=False ({self.name})."
+            )
+            raise ValueError(msg)
+        return labels.to(device=batch.image.device, dtype=torch.long)
 
     @abstractmethod
     def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
@@ -174,19 +173,6 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             views = self.as_input(torch.cat([self.views(items), self.views(items)]))
             view1, view2 = self.model(views).float().chunk(2)
         return TrainingLoss(self.loss(view1, view2, rotation_ids == 0, item_classes, rotation_ids), {})
-
-    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
-        """The batch's ``class_label`` with ``use_class_labels`` (an error when there is none), else ``None``."""
-        if not self.use_class_labels:
-            return None
-        labels = getattr(batch, "class_label", None)
-        if labels is None:
-            msg = (
-                "use_class_labels=True needs class labels in the batch: use one of anomalib_firm's "
-                "one-vs-rest data modules (e.g. CIFAR10 with several categories)."
-            )
-            raise ValueError(msg)
-        return labels.to(device=batch.image.device, dtype=torch.long)
 
     def scorer_is_empty(self) -> bool:
         """True until the bank was built."""

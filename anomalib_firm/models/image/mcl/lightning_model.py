@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from anomalib.data import Batch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
@@ -295,19 +294,6 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         if class_labels is None:
             return rotation_ids
         return class_labels.repeat(NUM_ROTATIONS) + self.num_classes * rotation_ids
-
-    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
-        """The batch's ``class_label`` in labelled mode (an error when the data module has none), else ``None``."""
-        if not self.use_class_labels:
-            return None
-        labels = getattr(batch, "class_label", None)
-        if labels is None:
-            msg = (
-                "use_class_labels=True needs class labels in the batch: use one of anomalib_firm's one-vs-rest data "
-                "modules (e.g. FashionMNIST with several categories), or use_class_labels=False."
-            )
-            raise ValueError(msg)
-        return labels.to(device=batch.image.device, dtype=torch.long)
 
     # ----------------------------------------------------------------- scoring
     def scorer_is_empty(self) -> bool:
