@@ -68,6 +68,77 @@ def run_anomalib(args: list[str], cwd: Path, check: bool = True) -> subprocess.C
     return result
 
 
+#: sitecustomize.py for :func:`network_blocked_environment`: every Internet connection fails, and is logged.
+_NETWORK_GUARD = """
+import os
+import socket
+
+_LOG = os.environ["ANOMALIB_FIRM_NETWORK_LOG"]
+_LOCAL = {None, "localhost", "127.0.0.1", "::1"}
+_connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+
+def _refuse(what):
+    with open(_LOG, "a") as log:
+        log.write(what + "\\n")
+    raise OSError(101, "Network is unreachable (test guard): " + what)
+
+
+def _guarded(original):
+    def connect(self, address):
+        if self.family != getattr(socket, "AF_UNIX", None) and address[0] not in _LOCAL:
+            _refuse(f"connect {address!r}")
+        return original(self, address)
+
+    return connect
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host not in _LOCAL:
+        _refuse(f"resolve {host!r}")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect, socket.socket.connect_ex = _guarded(_connect), _guarded(_connect_ex)
+socket.getaddrinfo = getaddrinfo
+"""
+
+
+def network_blocked_environment(directory: Path) -> dict[str, str]:
+    """Environment variables under which a Python process cannot reach the Internet and has no cached weights.
+
+    A ``sitecustomize`` module (on ``PYTHONPATH``) makes every non-local connection and host lookup
+    fail with ``OSError`` and appends it to ``directory/network.log`` (see :func:`network_attempts`);
+    ``TORCH_HOME`` and ``HF_HOME`` point to empty folders, so no weights come from a cache either.
+    """
+    guard = directory / "network_guard"
+    guard.mkdir(parents=True, exist_ok=True)
+    (guard / "sitecustomize.py").write_text(_NETWORK_GUARD)
+    for cache in ("torch_home", "hf_home"):
+        (directory / cache).mkdir(exist_ok=True)
+    python_path = os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))
+    return {
+        "PYTHONPATH": python_path,
+        "ANOMALIB_FIRM_NETWORK_LOG": str(directory / "network.log"),
+        "TORCH_HOME": str(directory / "torch_home"),
+        "HF_HOME": str(directory / "hf_home"),
+    }
+
+
+#: Hosts of usage telemetry, not downloads: OpenVINO's (``openvino_telemetry``) reports to Google Analytics.
+TELEMETRY_HOSTS = ("google-analytics.com",)
+
+
+def network_attempts(directory: Path) -> list[str]:
+    """The connections and host lookups refused under :func:`network_blocked_environment`, in order.
+
+    Attempts to reach :data:`TELEMETRY_HOSTS` are left out: they fail quietly and fetch nothing.
+    """
+    log = directory / "network.log"
+    attempts = log.read_text().splitlines() if log.exists() else []
+    return [attempt for attempt in attempts if not any(host in attempt for host in TELEMETRY_HOSTS)]
+
+
 def metric(output: str, name: str) -> float:
     """Read a metric from the test table anomalib prints (``│ image_AUROC │ 0.98 │``)."""
     match = re.search(rf"{name}\s*│\s*([0-9.]+)", output)

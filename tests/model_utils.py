@@ -41,6 +41,7 @@ def tiny_model(name: str, *, with_center: bool = False, **kwargs: Any) -> Firm |
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
         model = Msc(**{**arguments, "backbone": "resnet18", "weights": "random", **kwargs})
+        model.load_pretrained_weights()  # random: nothing to load (it would warn when training starts)
     if with_center:
         model.model.set_center(torch.nn.functional.normalize(torch.ones(model.model.feature_dim), dim=0))
     return model

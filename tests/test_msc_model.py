@@ -2,8 +2,10 @@
 
 The in-process tests train a randomly initialised ResNet-18 at 16 px for one step (seconds on a
 CPU; the freezing rules and frozen BatchNorm of the pretrained backbones themselves, EfficientNet-Lite0
-included, are tested in ``test_pretrained.py``). The CLI tests (``slow``) train, test and export
-through the stock ``anomalib`` command.
+included, are tested in ``test_pretrained.py``). When the pretrained weights are loaded (training
+start, never into a checkpoint's network) and what a checkpoint of another backbone does are tested
+in-process too. The CLI tests (``slow``) train, then test, predict and export through the stock
+``anomalib`` command with the network unreachable and ``weights`` at its default.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from cli_utils import (
     folder_test_images,
     max_openvino_score_difference,
     metric,
+    network_attempts,
+    network_blocked_environment,
     run_anomalib,
 )
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.models import MSC, Msc
+from anomalib_firm.models.components import pretrained
 from anomalib_firm.models.components.base_module import NormalBatch
 from anomalib_firm.models.image.msc.loss import compute_center
 
@@ -45,10 +50,12 @@ TINY_MSC = [
 def _msc(backbone: str = "resnet18", weights: str | None = "random", **kwargs) -> Msc:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
-        return Msc(backbone=backbone, weights=weights, image_size=IMAGE_SIZE, visualizer=False, **kwargs)
+        model = Msc(backbone=backbone, weights=weights, image_size=IMAGE_SIZE, visualizer=False, **kwargs)
+        model.load_pretrained_weights()  # random: nothing to load (it would warn when training starts)
+    return model
 
 
-def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> None:
+def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> Engine:
     engine = Engine(
         max_epochs=1,
         limit_train_batches=steps,
@@ -58,6 +65,7 @@ def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> None:
         enable_progress_bar=False,
     )
     engine.fit(model, datamodule=digits_folder_datamodule(root, train_batch_size=16, eval_batch_size=32))
+    return engine
 
 
 def _normal_images(root: Path) -> torch.Tensor:
@@ -196,6 +204,108 @@ def test_bad_settings():
         model.model.set_center(torch.zeros(3))
 
 
+# --------------------------------------------------------------------------------- pretrained weights and checkpoints
+def _backbone_state(model: Msc) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.model.backbone.body.state_dict().items()}
+
+
+def _count_weight_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every weight file the pretrained loader reads."""
+    reads: list[str] = []
+    original = pretrained.load_state_dict_file
+
+    def counting(path: str | Path) -> dict[str, torch.Tensor]:
+        reads.append(str(path))
+        return original(path)
+
+    monkeypatch.setattr(pretrained, "load_state_dict_file", counting)
+    return reads
+
+
+def test_pretrained_weights_load_when_training_starts_before_the_centre(digits_folder, tmp_path, monkeypatch):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(3)
+    weights_file = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), weights_file)
+    reads = _count_weight_file_reads(monkeypatch)
+    model = Msc(backbone="resnet18", weights=weights_file, image_size=IMAGE_SIZE, lr=0.0, visualizer=False)
+    assert reads == []  # building reads nothing
+    assert not model.model.weights_loaded
+
+    _fit(model, digits_folder, tmp_path)
+
+    assert reads == [str(weights_file)]
+    expected = torch.load(weights_file, weights_only=True)
+    for name, value in model.model.backbone.body.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=0, rtol=0, msg=name)  # lr = 0: the file's weights
+    with torch.no_grad():
+        # The centre came from the loaded network, i.e. the weights were there before it was computed.
+        expected_center = compute_center(model.model.eval().features(_normal_images(digits_folder)))
+    torch.testing.assert_close(model.model.center, expected_center, atol=1e-6, rtol=0)
+
+
+def test_checkpoint_weights_are_never_replaced_by_pretrained_ones(digits_folder, tmp_path, monkeypatch):
+    trained = _msc()
+    reads = _count_weight_file_reads(monkeypatch)
+    # A weights file that does not exist here (as on a machine other than the training one): never opened.
+    restored = Msc(backbone="resnet18", weights=tmp_path / "gone.pth", image_size=IMAGE_SIZE, lr=0.0, visualizer=False)
+    restored.load_state_dict(trained.state_dict())
+    assert restored.model.weights_loaded
+
+    _fit(restored, digits_folder, tmp_path)  # resumed training: no pretrained weights loaded
+
+    assert reads == []
+    for name, value in _backbone_state(restored).items():
+        assert torch.equal(value, trained.model.backbone.body.state_dict()[name]), name
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNet-18 MSC (16 px) trained for one step in-process, saved as a Lightning checkpoint."""
+    workdir = tmp_path_factory.mktemp("msc_checkpoint")
+    torch.manual_seed(0)
+    engine = _fit(_msc(), digits_folder, workdir)
+    path = workdir / "msc.ckpt"
+    engine.trainer.save_checkpoint(path)
+    return path
+
+
+def _test_engine(tmp_path: Path) -> Engine:
+    return Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+
+
+def test_checkpoint_of_another_backbone_fails_with_the_settings_to_pass(small_checkpoint, digits_folder, tmp_path):
+    model = _msc(backbone="resnet34")
+    datamodule = digits_folder_datamodule(digits_folder, train_batch_size=16, eval_batch_size=32)
+    with pytest.raises(ValueError, match="holds another network") as error:
+        _test_engine(tmp_path).test(model, datamodule=datamodule, ckpt_path=small_checkpoint)
+    message = str(error.value)
+    assert "trained with backbone='resnet18'" in message
+    assert "built with backbone='resnet34'" in message
+    assert "`--model.backbone resnet18`" in message
+    assert "Msc(backbone='resnet18', ...)" in message
+    assert str(small_checkpoint) in message
+
+
+def test_default_backbone_is_rebuilt_from_the_checkpoint(small_checkpoint, digits_folder, tmp_path):
+    model = Msc(visualizer=False)  # what `anomalib test --model MSC --ckpt_path ...` builds: ResNet-152, 224 px
+    datamodule = digits_folder_datamodule(digits_folder, train_batch_size=16, eval_batch_size=32)
+    results = _test_engine(tmp_path).test(model, datamodule=datamodule, ckpt_path=small_checkpoint)
+
+    assert model.model.backbone.backbone_name == "resnet18"
+    assert (model.hparams["backbone"], model.hparams["weights"], model.hparams["image_size"]) == (
+        "resnet18",
+        "random",
+        16,
+    )
+    assert model.model.backbone.frozen_modules == ()  # the checkpoint's frozen_modules="msc" rule for ResNet-18
+    saved = torch.load(small_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.model.center, saved["model.center"])
+    assert torch.equal(model.model.backbone.body.conv1.weight, saved["model.backbone.body.conv1.weight"])
+    assert results[0]["image_AUROC"] > 0.8  # digit 0 against the rest, scored by the checkpoint's network
+
+
 # --------------------------------------------------------------------------------- the stock anomalib CLI
 @pytest.fixture(scope="module")
 def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
@@ -211,34 +321,62 @@ def trained(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return workdir, checkpoints[-1], result.stdout
 
 
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``run_anomalib`` commands cannot reach the Internet nor find cached weights; returns the log folder."""
+    for name, value in network_blocked_environment(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    return tmp_path
+
+
+# The checkpoint's network, without `--model.weights`: its default, "imagenet", is a download.
+CHECKPOINT_NETWORK = ["--model.backbone", "resnet18", "--model.image_size", str(IMAGE_SIZE)]
+
+
 @pytest.mark.slow
-def test_cli_train_then_test_from_checkpoint(trained, digits_folder):
+def test_cli_train_then_test_from_checkpoint_offline(trained, digits_folder, offline):
     workdir, checkpoint, output = trained
     assert 0.8 < metric(output, "image_AUROC") <= 1.0  # digit 0 against the rest: far above chance
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert state["model.center"].shape == (512,)
     assert state["model.bank.features"].shape == (1, 40, 512)
     tested = run_anomalib(
-        ["test", "--model", "Msc", *TINY_MSC, *folder_data_args(digits_folder), "--ckpt_path", str(checkpoint)],
+        ["test", "--model", "Msc", *CHECKPOINT_NETWORK, "--model.visualizer", "false",
+         *folder_data_args(digits_folder), "--ckpt_path", str(checkpoint)],
         workdir,
-    )
+    )  # fmt: skip
     # Same weights, same bank (from the checkpoint): the same AUROC as right after training.
     assert metric(tested.stdout, "image_AUROC") == pytest.approx(metric(output, "image_AUROC"), abs=1e-4)
+    assert network_attempts(offline) == []
 
 
 @pytest.mark.slow
-def test_cli_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
+def test_cli_predict_with_default_model_settings_offline(trained, digits_folder, offline):
+    workdir, checkpoint, _ = trained
+    # No --model settings at all: the default ResNet-152 is rebuilt as the checkpoint's ResNet-18, nothing fetched.
+    run_anomalib(
+        ["predict", "--model", "MSC", "--data", str(digits_folder / "test"), "--ckpt_path", str(checkpoint),
+         "--default_root_dir", str(workdir / "predicted")],
+        workdir,
+    )  # fmt: skip
+    # The visualiser wrote one picture per image, scored by the checkpoint's network.
+    written = sorted(path.name for path in (workdir / "predicted").rglob("*.png"))
+    assert written == sorted(path.name for path in (digits_folder / "test").rglob("*.png"))
+    assert network_attempts(offline) == []
+
+
+@pytest.mark.slow
+def test_cli_openvino_export_offline_matches_torch(trained, digits_folder, offline, monkeypatch):
     workdir, checkpoint, _ = trained
     monkeypatch.chdir(workdir)  # OpenVINOInferencer writes ./openvino_cache
     run_anomalib(
-        ["export", "--model", "MSC", *TINY_MSC, "--export_type", "openvino",
+        ["export", "--model", "MSC", "--export_type", "openvino",
          "--ckpt_path", str(checkpoint), "--input_size", "[16,16]"],
         workdir,
     )  # fmt: skip
+    assert network_attempts(offline) == []
     xml = workdir / "results" / "weights" / "openvino" / "model.xml"
     assert xml.exists()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*MSC needs ImageNet pretraining")
-        model = Msc.load_from_checkpoint(checkpoint)
+    model = Msc.load_from_checkpoint(checkpoint)
     # The graph holds the resize (identity here), the centre crop, the encoder and the k-NN score.
     assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4

@@ -135,16 +135,21 @@ def test_efficientnet_lite0_backbone_top1_on_imagenet_images(
     assert (logits.argmax(dim=1) == labels).sum().item() >= 16
 
 
-def test_imagenet_weights_fall_back_to_installed_package_when_download_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    package_file = _package_weights()
+def _timm_download_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """timm builds networks as usual but raises ``error`` where it would download weights."""
     original = pretrained._create_timm
 
     def offline(architecture: str, pretrained_weights: bool) -> nn.Module:
         if pretrained_weights:
-            raise OSError("Name or service not known")
+            raise error
         return original(architecture, pretrained_weights)
 
     monkeypatch.setattr(pretrained, "_create_timm", offline)
+
+
+def test_imagenet_weights_fall_back_to_installed_package_when_download_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    package_file = _package_weights()
+    _timm_download_fails(monkeypatch, OSError("Name or service not known"))
     with pytest.warns(UserWarning, match="using the installed package file"):
         backbone, _ = build_pretrained_backbone("efficientnet_lite0", "imagenet")
     reference = torch.load(package_file, map_location="cpu", weights_only=True)
@@ -162,10 +167,7 @@ def test_find_efficientnet_lite0_weights_imports_nothing() -> None:
 
 # --------------------------------------------------------------------------------- missing weights
 def test_missing_efficientnet_weights_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(architecture: str, pretrained_weights: bool) -> nn.Module:
-        raise OSError("Name or service not known")
-
-    monkeypatch.setattr(pretrained, "_create_timm", offline)
+    _timm_download_fails(monkeypatch, OSError("Name or service not known"))
     monkeypatch.setattr(pretrained, "find_efficientnet_lite0_weights", lambda: None)
     with pytest.raises(PretrainedWeightsUnavailableError) as error:
         build_pretrained_backbone("efficientnet_lite0", "imagenet")
@@ -192,10 +194,7 @@ def test_missing_timm_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
     class LocalEntryNotFoundError(FileNotFoundError):
         pass
 
-    def offline(architecture: str, pretrained_weights: bool) -> nn.Module:
-        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
-
-    monkeypatch.setattr(pretrained, "_create_timm", offline)
+    _timm_download_fails(monkeypatch, LocalEntryNotFoundError("cannot find the requested files in the local cache"))
     with pytest.raises(PretrainedWeightsUnavailableError, match=r"weights=<path to \.pth>"):
         build_pretrained_backbone("timm:resnet18", "imagenet")
 

@@ -36,6 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
 
+from anomalib_firm.models.components.checkpoint_network import match_checkpoint_network
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import native_bf16
 
@@ -253,6 +254,15 @@ class ContrastiveAnomalyMixin:
     def min_train_images(self) -> int:
         """Fewest normal training images the scorer can work with."""
         return 1
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before a checkpoint's weights are loaded: fail with the settings to pass if its network differs.
+
+        See :func:`~anomalib_firm.models.components.checkpoint_network.match_checkpoint_network`
+        (a model with ``rebuild_network`` is rebuilt instead when the user left those settings at their defaults).
+        """
+        match_checkpoint_network(self, checkpoint)  # type: ignore[arg-type]
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:

@@ -36,6 +36,12 @@ Weights (the ``weights`` argument):
 * ``None`` or ``"random"``: random initialisation, only when asked for, with a warning: MSC's
   mean-shifted loss needs a pretrained feature space and collapses without one.
 
+When: :func:`build_pretrained_backbone` loads at once by default; with ``load_weights=False`` it
+only builds the network (no file read, no download) and the weights are loaded by
+:meth:`PretrainedBackbone.load_pretrained_weights`, which does nothing once a state dict was
+loaded into the backbone. MSC builds that way and loads when training starts, so a model restored
+from a trained checkpoint (``anomalib test|predict|export --ckpt_path``) never fetches weights.
+
 Input convention: the extractor takes images normalised with ``input_mean``/``input_std``
 (ImageNet's by default, for every backbone). Networks trained with another normalisation
 (EfficientNet-Lite: mean = std = 0.5, TF's (x - 127) / 128) get an exact fixed per-channel
@@ -71,6 +77,7 @@ __all__ = [
     "create_pretrained_model",
     "find_efficientnet_lite0_weights",
     "freeze_modules",
+    "load_pretrained_weights",
     "load_state_dict_file",
     "msc_frozen_modules",
     "resolve_backbone_name",
@@ -400,51 +407,57 @@ def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
     return weights.endswith(_WEIGHT_SUFFIXES) or os.sep in weights or "/" in weights or Path(weights).is_file()
 
 
-def create_pretrained_model(
-    name: str, weights: str | os.PathLike[str] | None = "imagenet"
-) -> tuple[nn.Module, str, tuple[tuple[float, ...], tuple[float, ...]]]:
-    """Build the full classification network of a backbone name with the requested weights.
+def _is_random(weights: str | os.PathLike[str] | None) -> bool:
+    return weights is None or (isinstance(weights, str) and weights.lower() in _RANDOM_WEIGHTS)
 
-    This is the loading half of :func:`build_pretrained_backbone` (which then removes the
-    classifier); it is public so that ImageNet predictions of loaded weights can be checked.
+
+def _create_network(name: str) -> tuple[nn.Module, str, str]:
+    """The randomly initialised classification network of a backbone name: ``(model, kind, source)``."""
+    kind, architecture = resolve_backbone_name(name)
+    source = "torchvision" if kind == "torchvision" else "timm"
+    model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
+    return model, kind, source
+
+
+def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathLike[str] | None) -> None:
+    """Load the weights a ``weights`` value names into a network of backbone ``name``, in place.
+
+    The only function here that reads weight files or downloads: :func:`build_pretrained_backbone`
+    with ``load_weights=False`` leaves the call to :meth:`PretrainedBackbone.load_pretrained_weights`
+    (MSC makes it when training starts, so a model restored from a checkpoint never fetches anything).
 
     Args:
+        model: The network as built for ``name`` (with or without its classifier: classifier
+            weights that the network does not have are skipped).
         name: Backbone name (see the module docstring).
         weights: ``"imagenet"``, ``"efficientnet-lite0-package"``, a torchvision weights member name
-            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (warns).
-
-    Returns:
-        ``(model, source, (mean, std))``: the network with its classifier, the library it comes from
-        (``"torchvision"`` or ``"timm"``), and the input normalisation its weights expect.
+            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (nothing is
+            loaded; warns, MSC needs pretraining).
 
     Raises:
-        ValueError: For an unknown name or weights value, or a file that does not fit.
+        ValueError: For an unknown weights value, or a file that does not fit.
         FileNotFoundError: For a path that does not exist.
         PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
     """
     kind, architecture = resolve_backbone_name(name)
     source = "torchvision" if kind == "torchvision" else "timm"
 
-    if weights is None or (isinstance(weights, str) and weights.lower() in _RANDOM_WEIGHTS):
+    if _is_random(weights):
         warnings.warn(
             f"Backbone {name!r} is randomly initialised: MSC needs ImageNet pretraining (its mean-shifted loss "
             f"starts from the pretrained feature space and collapses without it). Pass weights='imagenet' or a file.",
             UserWarning,
             stacklevel=3,
         )
-        model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
-        return model, source, _native_mean_std(model, kind, pretrained=False)
+        return
 
     if isinstance(weights, str) and weights == EFFICIENTNET_LITE0_PACKAGE:
-        if kind != "efficientnet_lite0":
-            msg = f"weights={EFFICIENTNET_LITE0_PACKAGE!r} holds EfficientNet-Lite0 weights, not {name!r}."
-            raise ValueError(msg)
+        _check_weights_value(name, kind, weights)
         weights = _require_efficientnet_lite0_package()
 
-    if _looks_like_path(weights):
-        model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
-        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))
-        return model, source, _native_mean_std(model, kind, pretrained=True)
+    if _looks_like_path(weights):  # type: ignore[arg-type]
+        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))  # type: ignore[arg-type]
+        return
 
     weights = str(weights)
     if source == "torchvision":
@@ -453,7 +466,6 @@ def create_pretrained_model(
         except KeyError:
             msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a torchvision member name, a path, None."
             raise ValueError(msg) from None
-        model = _create_torchvision(architecture)
         try:
             state_dict = _download_torchvision_state_dict(weights_enum)
         except Exception as error:
@@ -462,14 +474,15 @@ def create_pretrained_model(
             raise PretrainedWeightsUnavailableError(
                 _missing_weights_message(name, kind, architecture, error)
             ) from error
-        model.load_state_dict(state_dict)
-        return model, source, _native_mean_std(model, kind, pretrained=True)
+        _load_into(model, state_dict, source, origin=weights_enum.url)
+        return
 
     if weights != "imagenet":
         msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a file path or None."
         raise ValueError(msg)
     try:
-        model = _create_timm(architecture, True)
+        state_dict = _create_timm(architecture, True).state_dict()
+        origin = f"timm's ImageNet weights of {architecture!r}"
     except Exception as error:
         if not _is_download_error(error):
             raise
@@ -485,9 +498,47 @@ def create_pretrained_model(
             UserWarning,
             stacklevel=3,
         )
-        model = _create_timm(architecture, False)
-        _load_into(model, load_state_dict_file(package_file), source, origin=str(package_file))
-    return model, source, _native_mean_std(model, kind, pretrained=True)
+        state_dict, origin = load_state_dict_file(package_file), str(package_file)
+    _load_into(model, state_dict, source, origin=origin)
+
+
+def _check_weights_value(name: str, kind: str, weights: str | os.PathLike[str] | None) -> None:
+    """Reject a ``weights`` value that can never fit ``name`` (a pure check: no file, no network)."""
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        msg = f"weights must be a string, a path or None, got {type(weights).__name__} ({weights!r})."
+        raise TypeError(msg)
+    if weights == EFFICIENTNET_LITE0_PACKAGE and kind != "efficientnet_lite0":
+        msg = f"weights={EFFICIENTNET_LITE0_PACKAGE!r} holds EfficientNet-Lite0 weights, not {name!r}."
+        raise ValueError(msg)
+
+
+def create_pretrained_model(
+    name: str, weights: str | os.PathLike[str] | None = "imagenet"
+) -> tuple[nn.Module, str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Build the full classification network of a backbone name with the requested weights.
+
+    The network of :func:`build_pretrained_backbone` before its classifier is removed; public so
+    that ImageNet predictions of loaded weights can be checked. Loads at once (see
+    :func:`load_pretrained_weights`).
+
+    Args:
+        name: Backbone name (see the module docstring).
+        weights: ``"imagenet"``, ``"efficientnet-lite0-package"``, a torchvision weights member name
+            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (warns).
+
+    Returns:
+        ``(model, source, (mean, std))``: the network with its classifier, the library it comes from
+        (``"torchvision"`` or ``"timm"``), and the input normalisation its weights expect.
+
+    Raises:
+        ValueError: For an unknown name or weights value, or a file that does not fit.
+        FileNotFoundError: For a path that does not exist.
+        PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
+    """
+    model, kind, source = _create_network(name)
+    _check_weights_value(name, kind, weights)
+    load_pretrained_weights(model, name, weights)
+    return model, source, _native_mean_std(model, kind, pretrained=not _is_random(weights))
 
 
 def _require_efficientnet_lite0_package() -> Path:
@@ -634,6 +685,10 @@ class PretrainedBackbone(nn.Module):
         native_mean: Normalisation the weights were trained with.
         native_std: Normalisation the weights were trained with.
         bn_eval: Keep all BatchNorm layers in eval mode whatever the module's mode.
+        weights: The ``weights`` value of :func:`load_pretrained_weights` that :meth:`load_pretrained_weights`
+            loads into ``body`` later; ``None`` with ``weights_loaded=True`` (the default): ``body`` is final.
+        weights_loaded: ``False`` while ``weights`` is still to be loaded. Loading a state dict into the
+            module (a checkpoint) sets it too: trained weights are never overwritten by pretrained ones.
     """
 
     def __init__(
@@ -647,9 +702,13 @@ class PretrainedBackbone(nn.Module):
         native_mean: Sequence[float] = IMAGENET_MEAN,
         native_std: Sequence[float] = IMAGENET_STD,
         bn_eval: bool = True,
+        weights: str | os.PathLike[str] | None = None,
+        weights_loaded: bool = True,
     ) -> None:
         super().__init__()
         self.backbone_name = name
+        self.weights = weights
+        self.weights_loaded = weights_loaded
         self.feature_dim = int(feature_dim)
         self.bn_eval = bn_eval
         same = torch.allclose(torch.tensor(input_mean), torch.tensor(native_mean)) and torch.allclose(
@@ -676,6 +735,24 @@ class PretrainedBackbone(nn.Module):
             set_batchnorm_eval(self)
         return self
 
+    def load_pretrained_weights(self) -> bool:
+        """Load :attr:`weights` into the network unless it already holds its weights; True if it loaded now.
+
+        Reads the weight file or downloads (see :func:`load_pretrained_weights`) only here, once, and
+        never after a state dict (a checkpoint, a resumed run) was loaded into the module.
+        """
+        if self.weights_loaded:
+            return False
+        load_pretrained_weights(self.body, self.backbone_name, self.weights)
+        self.weights_loaded = True
+        return True
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, torch.Tensor], prefix: str, *args: object) -> None:
+        """A state dict with this module's keys gives it trained weights: the pretrained ones are no longer loaded."""
+        if any(key.startswith(prefix) for key in state_dict):
+            self.weights_loaded = True
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+
     def freeze(self, names: Iterable[str]) -> PretrainedBackbone:
         """Freeze sub-modules of :attr:`body` by name (see :func:`freeze_modules`); returns ``self``."""
         names = tuple(names)
@@ -684,10 +761,11 @@ class PretrainedBackbone(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        """Name, feature dimension, BN mode and frozen modules."""
+        """Name, feature dimension, BN mode, frozen modules and weights still to load."""
+        pending = "" if self.weights_loaded else f", weights={self.weights!r} (not loaded yet)"
         return (
             f"name={self.backbone_name!r}, feature_dim={self.feature_dim}, bn_eval={self.bn_eval}, "
-            f"frozen={list(self.frozen_modules)}"
+            f"frozen={list(self.frozen_modules)}{pending}"
         )
 
 
@@ -699,6 +777,7 @@ def build_pretrained_backbone(
     bn_eval: bool = True,
     input_mean: Sequence[float] = IMAGENET_MEAN,
     input_std: Sequence[float] = IMAGENET_STD,
+    load_weights: bool = True,
 ) -> tuple[PretrainedBackbone, int]:
     """Build a pretrained feature extractor (classifier removed) and return it with its feature dim.
 
@@ -712,6 +791,10 @@ def build_pretrained_backbone(
         bn_eval: Keep every BatchNorm layer in eval mode (MSC; see :class:`PretrainedBackbone`).
         input_mean: Normalisation of the images the extractor will be given (ImageNet's by default).
         input_std: Normalisation of the images the extractor will be given.
+        load_weights: Load the weights now. ``False``: build the network only (random values, no file
+            read, no download; ``weights`` is only checked for a mismatch with ``name``) and leave the
+            loading to :meth:`PretrainedBackbone.load_pretrained_weights`, which skips it once a
+            state dict was loaded, so a network restored from a checkpoint never fetches weights.
 
     Returns:
         ``(backbone, D)``: the :class:`PretrainedBackbone` (in train mode, BN in eval if ``bn_eval``)
@@ -728,7 +811,9 @@ def build_pretrained_backbone(
         >>> backbone(torch.randn(2, 3, 224, 224)).shape  # doctest: +SKIP
         torch.Size([2, 1280])
     """
-    model, source, (native_mean, native_std) = create_pretrained_model(name, weights)
+    model, kind, source = _create_network(name)
+    _check_weights_value(name, kind, weights)
+    native_mean, native_std = _native_mean_std(model, kind, pretrained=not _is_random(weights))
     if source == "torchvision":
         feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
         model.fc = nn.Identity()
@@ -744,7 +829,11 @@ def build_pretrained_backbone(
         native_mean=native_mean,
         native_std=native_std,
         bn_eval=bn_eval,
+        weights=weights,
+        weights_loaded=False,
     )
+    if load_weights:
+        backbone.load_pretrained_weights()
     if isinstance(frozen_modules, str):
         if frozen_modules != "msc":
             msg = f"frozen_modules must be a list of sub-module names or 'msc', got {frozen_modules!r}."

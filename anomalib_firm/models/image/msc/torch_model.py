@@ -5,7 +5,9 @@ images in [0, 1] are normalised with the ImageNet mean/std inside the model, the
 features are L2-normalised. Training needs the fixed centre ``c`` (a buffer, saved in the
 checkpoint); scoring needs the bank of normal training features (also a buffer, baked into
 exported graphs). Both are filled by the Lightning model, see
-:class:`anomalib_firm.models.image.msc.lightning_model.Msc`.
+:class:`anomalib_firm.models.image.msc.lightning_model.Msc`. Building the model reads no weight
+file and downloads nothing: the pretrained weights are loaded by :meth:`MscModel.load_pretrained_weights`
+(when training starts), unless a state dict such as a checkpoint's was loaded first.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class MscModel(DynamicBufferMixin):
         backbone: ``resnet152`` (the paper), ``resnet18``, ``efficientnet_lite0`` or any name
             :func:`~anomalib_firm.models.components.pretrained.build_pretrained_backbone` accepts.
         weights: ``"imagenet"`` (download), ``"efficientnet-lite0-package"`` (offline), a path to a
-            state dict file, or ``None`` / ``"random"`` (random initialisation, warns).
+            state dict file, or ``None`` / ``"random"`` (random initialisation, warns). Loaded by
+            :meth:`load_pretrained_weights`, not here.
         frozen_modules: ``"msc"`` for the paper's rule (ResNet-152: ``conv1, bn1, layer1, layer2``
             frozen; ResNet-18: nothing frozen) or a list of sub-module names to freeze.
         num_neighbors: k of the k-NN score (2 in the paper).
@@ -78,7 +81,7 @@ class MscModel(DynamicBufferMixin):
             raise ValueError(msg)
         frozen = frozen_modules if isinstance(frozen_modules, str) else tuple(frozen_modules)
         self.backbone, self.feature_dim = build_pretrained_backbone(
-            backbone, weights, frozen_modules=frozen, bn_eval=True, input_mean=mean, input_std=std
+            backbone, weights, frozen_modules=frozen, bn_eval=True, input_mean=mean, input_std=std, load_weights=False
         )
         self.num_neighbors = num_neighbors
         self.eval_zoom = float(eval_zoom)
@@ -88,6 +91,18 @@ class MscModel(DynamicBufferMixin):
         # Empty until the Lightning model computes it before training; then (D,), saved in checkpoints.
         self.register_buffer("center", torch.empty(0))
         self.bank = FeatureBank(1, self.feature_dim)
+
+    @property
+    def weights_loaded(self) -> bool:
+        """True once the network holds its weights: the pretrained ones, or a state dict's (a checkpoint)."""
+        return self.backbone.weights_loaded
+
+    def load_pretrained_weights(self) -> bool:
+        """Load the pretrained weights (``weights``) unless the network already holds weights; True if it loaded.
+
+        The only place where MSC reads a weight file or downloads; a no-op after a checkpoint was loaded.
+        """
+        return self.backbone.load_pretrained_weights()
 
     @property
     def has_center(self) -> bool:
