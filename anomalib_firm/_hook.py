@@ -39,7 +39,14 @@ class _ChainedLoader:
         return self._loader.create_module(spec)  # type: ignore[attr-defined]
 
     def exec_module(self, module: object) -> None:
-        self._loader.exec_module(module)  # type: ignore[attr-defined]
+        if module.__name__ == "anomalib.models":  # type: ignore[attr-defined]
+            # anomalib's own modules raise deprecation warnings while they load: nothing a user can act on.
+            from anomalib_firm.console import quiet_anomalib_import
+
+            with quiet_anomalib_import():
+                self._loader.exec_module(module)  # type: ignore[attr-defined]
+        else:
+            self._loader.exec_module(module)  # type: ignore[attr-defined]
         # Fully executed: say so now (importlib would only after we return), so that the
         # registration can tell complete modules from half-loaded ones.
         module.__spec__._initializing = False  # type: ignore[attr-defined]

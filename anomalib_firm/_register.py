@@ -11,13 +11,16 @@ After :func:`register_models`:
 
 :func:`register_data` does the same for ``anomalib.data.get_datamodule`` and ``--data``.
 :func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` actually seed (anomalib 2.7
-declares the option but never applies it).
+declares the option but never applies it) and runs commands with our models quietly
+(:func:`anomalib_firm.console.quiet_cli_run`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 _MODEL_MODULES = (
     "anomalib_firm.models.image.firm",
@@ -97,7 +100,7 @@ def register_data() -> None:
 
 
 def patch_cli() -> None:
-    """Apply an integer ``--seed_everything`` before the CLI instantiates model and data."""
+    """Apply an integer ``--seed_everything`` before the CLI instantiates model and data; run our models quietly."""
     from anomalib.cli.cli import AnomalibCLI
 
     original = AnomalibCLI.before_instantiate_classes
@@ -114,3 +117,23 @@ def patch_cli() -> None:
 
     before_instantiate_classes._anomalib_firm_seeded = True  # type: ignore[attr-defined]
     AnomalibCLI.before_instantiate_classes = before_instantiate_classes  # type: ignore[method-assign]
+
+    for method_name in ("instantiate_classes", "_run_subcommand"):
+        setattr(AnomalibCLI, method_name, _quiet_for_our_models(getattr(AnomalibCLI, method_name)))
+
+
+def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``method`` of the CLI, run under :func:`anomalib_firm.console.quiet_cli_run` when the model is one of ours."""
+
+    def wrapper(self: Any) -> None:
+        config = self.config.get(str(self.config.get("subcommand")), self.config)
+        class_path = str(getattr(config.get("model"), "class_path", ""))
+        if not class_path.startswith("anomalib_firm."):
+            method(self)
+            return
+        from anomalib_firm.console import quiet_cli_run
+
+        with quiet_cli_run():
+            method(self)
+
+    return wrapper

@@ -8,7 +8,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 workdir="${1:-quickstart_run}"
 mkdir -p "$workdir"
 cd "$workdir"
-export PYTHONWARNINGS=ignore
 
 model_args=(--model FIRM --model.image_size 16 --model.visualizer false)
 anomalib train "${model_args[@]}" \

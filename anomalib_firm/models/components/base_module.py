@@ -24,11 +24,13 @@ import contextlib
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from anomalib.metrics import AUROC, Evaluator, F1Score
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
@@ -195,6 +197,41 @@ class ContrastiveAnomalyMixin:
     def configure_post_processor(cls) -> OrderPreservingPostProcessor:
         """The post-processor: anomalib's, normalising without ties, so the reported AUROC is the raw scores'."""
         return OrderPreservingPostProcessor()
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC and F1 only: the models score images and give no anomaly map.
+
+        anomalib's default adds pixel metrics, which nothing would update (each test then
+        warned "``compute`` ... called before the ``update`` method").
+        """
+        return Evaluator(
+            test_metrics=[
+                AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+                F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            ],
+        )
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """ONNX export as anomalib's (also the first step of ``to_openvino``), quiet unless something fails.
+
+        Exports at opset 18, the dynamo exporter's own (anomalib asks for 14, which the exporter
+        cannot reach for these graphs: it logged a failed conversion with a traceback and kept 18),
+        without the exporter's progress prints and INFO logs (:func:`anomalib_firm.console.quiet_export`).
+        Both defaults yield to ``opset_version`` / ``verbose`` in ``kwargs``.
+        """
+        from anomalib_firm.console import quiet_export
+
+        kwargs.setdefault("opset_version", 18)
+        kwargs.setdefault("verbose", False)
+        with quiet_export():
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Quiet console output: third-party noise silenced where it arises, only while our code runs.
+
+Every context manager here restores what it changed on exit (also after an exception), and
+changes nothing a user configured: a logger with its own level keeps it, and only the warning
+filters added here are removed again (filters that other code adds meanwhile stay). Nothing is
+set at import time.
+
+- :func:`quiet_export`: the ONNX exporter's INFO logs (about 480 lines for one model: graph
+  passes, deduplicated initialisers) and its harmless warnings about ``None`` outputs.
+- :func:`quiet_cli_run`: one ``anomalib`` command run with one of our models: each log record
+  once (anomalib's CLI logs every record twice, plain and through rich) and no known-harmless
+  deprecation warnings of the libraries underneath.
+- :func:`quiet_anomalib_import`: the deprecation warnings that anomalib's own modules raise when
+  ``anomalib.models`` is imported (nothing a user can act on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+
+#: Loggers of the ONNX export and the least level they print at during :func:`quiet_export`.
+EXPORT_LOG_LEVELS: dict[str, int] = {
+    "onnxscript": logging.WARNING,
+    "onnx_ir": logging.WARNING,
+    # torch's exporter warns that the ``None`` outputs of an image-level model (no anomaly map) are dropped.
+    "torch.onnx": logging.ERROR,
+}
+
+#: ``(category, message regex)`` of warnings known to be harmless during our training, test and export.
+RUN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # lightning 2.6's CombinedLoader with torch >= 2.10 (internal to lightning, nothing to change on our side).
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+#: ``(category, message regex)`` of the warnings anomalib 2.7's own modules raise while ``anomalib.models`` loads.
+ANOMALIB_IMPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (FutureWarning, r"Importing from timm\.models\.layers is deprecated"),
+    (FutureWarning, r"The anomalib\.models\.components\.dinov2 package is deprecated"),
+)
+
+
+def _ignore_filter_index(category: type[Warning], message: str) -> int | None:
+    """Index in :data:`warnings.filters` of the filter ignoring exactly ``(category, message)``, if any."""
+    for index, (action, pattern, filter_category, _, _) in enumerate(warnings.filters):
+        if action == "ignore" and filter_category is category and getattr(pattern, "pattern", None) == message:
+            return index
+    return None
+
+
+@contextlib.contextmanager
+def ignored_warnings(rules: Iterable[tuple[type[Warning], str]]) -> Iterator[None]:
+    """Ignore warnings matching ``(category, message regex)`` while inside; then remove exactly these filters.
+
+    Unlike :class:`warnings.catch_warnings`, filters that other code adds meanwhile (a library
+    imported inside, say) are kept on exit; a filter that was already there stays too.
+    """
+    added = []
+    for category, message in rules:
+        if _ignore_filter_index(category, message) is None:
+            warnings.filterwarnings("ignore", message=message, category=category)
+            added.append((category, message))
+    try:
+        yield
+    finally:
+        for category, message in added:
+            index = _ignore_filter_index(category, message)
+            if index is not None:
+                del warnings.filters[index]
+
+
+@contextlib.contextmanager
+def logger_levels(levels: Mapping[str, int]) -> Iterator[None]:
+    """Raise each named logger to at least its level while inside (a logger given a level by the user keeps it)."""
+    changed = []
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET and logger.getEffectiveLevel() < level:
+            logger.setLevel(level)
+            changed.append(logger)
+    try:
+        yield
+    finally:
+        for logger in changed:
+            logger.setLevel(logging.NOTSET)
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """The ONNX exporter's INFO logs and known-harmless warnings silenced; its errors still show."""
+    with logger_levels(EXPORT_LOG_LEVELS), ignored_warnings(RUN_WARNINGS):
+        yield
+
+
+def _is_console_handler(handler: logging.Handler) -> bool:
+    """A plain handler writing to the console (``logging.basicConfig``'s)."""
+    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stderr, sys.stdout)
+
+
+@contextlib.contextmanager
+def single_console_handler(logger: logging.Logger | None = None) -> Iterator[None]:
+    """Each record once: drop the rich console handler while a plain console handler also prints (restored on exit).
+
+    anomalib's CLI (``anomalib.loggers.configure_logger``) gives the root logger both
+    ``logging.basicConfig``'s handler and a ``RichHandler``, so every record is printed twice;
+    the plain one is kept (one line per record, readable in a log file or a narrow terminal).
+    """
+    logger = logger or logging.getLogger()
+    removed = []
+    if any(_is_console_handler(handler) for handler in logger.handlers):
+        removed = [handler for handler in logger.handlers if type(handler).__name__ == "RichHandler"]
+        for handler in removed:
+            logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in removed:
+            logger.addHandler(handler)
+
+
+@contextlib.contextmanager
+def quiet_cli_run() -> Iterator[None]:
+    """One ``anomalib`` command with one of our models: records printed once, harmless warnings silenced."""
+    with single_console_handler(), ignored_warnings(RUN_WARNINGS):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_anomalib_import() -> Iterator[None]:
+    """The deprecation warnings of anomalib's own modules silenced while ``anomalib.models`` is imported."""
+    with ignored_warnings(ANOMALIB_IMPORT_WARNINGS):
+        yield

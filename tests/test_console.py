@@ -1,0 +1,143 @@
+"""Quiet console output (``anomalib_firm.console``): silenced at the source, only while our code runs, then restored."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from model_utils import IMAGE_SIZE, tiny_model
+
+from anomalib_firm.console import (
+    EXPORT_LOG_LEVELS,
+    ignored_warnings,
+    logger_levels,
+    single_console_handler,
+)
+from anomalib_firm.models.components.base_module import NormalBatch
+
+EXPORT_LOGGERS = tuple(EXPORT_LOG_LEVELS)
+
+
+class _Records(logging.Handler):
+    """Collects every record that reaches the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def info_root():
+    """The root logger at INFO with a collecting handler, as anomalib's CLI configures it."""
+    root = logging.getLogger()
+    level = root.level
+    handler = _Records()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_ignored_warnings_removes_only_its_own_filters():
+    with warnings.catch_warnings():  # isolate this test's filter changes
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        with ignored_warnings([(FutureWarning, r"old thing")]):
+            warnings.filterwarnings("ignore", message="added inside")  # e.g. by a library imported meanwhile
+            with warnings.catch_warnings(record=True) as inside:
+                warnings.simplefilter("always")
+                warnings.filterwarnings("ignore", message=r"old thing", category=FutureWarning)
+                warnings.warn("old thing is deprecated", FutureWarning, stacklevel=1)
+            with warnings.catch_warnings(record=True) as shown:
+                warnings.warn("old thing is deprecated", FutureWarning, stacklevel=1)
+                warnings.warn("old thing is deprecated", UserWarning, stacklevel=1)  # other category: shown
+        assert inside == []
+        assert [type(w.message) for w in shown] == [UserWarning]
+        assert [f for f in warnings.filters if f not in before] == [warnings.filters[0]]
+        assert warnings.filters[0][1].pattern == "added inside"
+        with warnings.catch_warnings(record=True) as after:
+            warnings.warn("old thing is deprecated", FutureWarning, stacklevel=1)
+        assert len(after) == 1
+
+
+def test_logger_levels_raise_and_restore_but_keep_a_users_level():
+    users = logging.getLogger("test_console.users")
+    users.setLevel(logging.DEBUG)
+    untouched = logging.getLogger("test_console.untouched")
+    try:
+        with logger_levels({"test_console.users": logging.ERROR, "test_console.untouched": logging.ERROR}):
+            assert users.level == logging.DEBUG
+            assert untouched.getEffectiveLevel() == logging.ERROR
+        assert untouched.level == logging.NOTSET
+    finally:
+        users.setLevel(logging.NOTSET)
+
+
+def test_single_console_handler_prints_each_record_once_then_restores(capsys):
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("test_console.cli")
+    logger.propagate = False
+    plain = logging.StreamHandler(sys.stderr)
+    rich = RichHandler()
+    logger.addHandler(plain)
+    logger.addHandler(rich)
+    try:
+        with single_console_handler(logger):
+            logger.warning("once please")
+        assert capsys.readouterr().err.count("once please") == 1
+        assert logger.handlers == [plain, rich]
+        logger.warning("twice now")  # outside: anomalib's configuration again (rich writes to stdout or stderr)
+        out = capsys.readouterr()
+        assert (out.out + out.err).count("twice now") == 2
+    finally:
+        logger.removeHandler(plain)
+        logger.removeHandler(rich)
+        logger.propagate = True
+
+
+def test_anomalib_import_is_quiet_and_later_warnings_still_show():
+    """The start-up hook silences anomalib's own deprecation warnings during ``import anomalib.models`` only."""
+    code = "import warnings, anomalib.models; warnings.warn('raised after the import', FutureWarning)"
+    result = subprocess.run(
+        [sys.executable, "-W", "always::FutureWarning", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "timm.models.layers is deprecated" not in result.stderr
+    assert "dinov2 package is deprecated" not in result.stderr
+    assert "raised after the import" in result.stderr
+
+
+def test_onnx_export_is_quiet_and_restores_logging(tmp_path, info_root, capsys):
+    """Our ``to_onnx`` (at opset 18: no failing down-conversion) prints nothing and logs no exporter INFO.
+
+    anomalib's own ``to_onnx`` of this model logged about 480 such lines, among them a traceback.
+    """
+    import onnx
+
+    model = tiny_model("firm")
+    model.eval()
+    with torch.no_grad():
+        model.fit_scorer(iter([NormalBatch(torch.rand(6, 3, IMAGE_SIZE, IMAGE_SIZE))]))
+
+    path = model.to_onnx(tmp_path)
+    opsets = {entry.domain: entry.version for entry in onnx.load(str(path)).opset_import}
+    assert opsets[""] == 18
+    noisy = [r for r in info_root.records if r.name.startswith(EXPORT_LOGGERS) and r.levelno < logging.ERROR]
+    assert noisy == []
+    assert all(r.exc_info is None for r in info_root.records)  # no traceback
+    assert "[torch.onnx]" not in capsys.readouterr().out
+    assert all(logging.getLogger(name).level == logging.NOTSET for name in EXPORT_LOGGERS)
+
+
+def test_evaluator_has_only_the_image_metrics_a_model_updates():
+    """No pixel metrics: nothing would update them (each test warned "compute ... before the update")."""
+    names = {metric.name for metric in tiny_model("firm").evaluator.test_metrics}
+    assert names == {"image_AUROC", "image_F1Score"}
