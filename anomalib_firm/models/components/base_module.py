@@ -21,6 +21,7 @@ that life cycle so each model only writes its loss step and its scorer fit:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -133,7 +134,14 @@ class ContrastiveAnomalyMixin:
         val_every_n_epochs: Optional trainer ``check_val_every_n_epoch`` imposed likewise. Each
             validation refits the scorer on all normal images, so long schedules validate
             rarely; with ``max_epochs`` it must divide it (the last epoch is always validated).
-        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+        pre_processor: ``True``: resize to ``image_size`` (normalisation is part of the network, so
+            exports include it); ``False``: none; or an anomalib ``PreProcessor``.
+        post_processor: ``True``: anomalib's threshold and score normalisation, learnt on the
+            validation split, keeping the raw scores' order; ``False``: none; or a post-processor.
+        evaluator: ``True``: image AUROC and F1 on the test split (no pixel metrics: the model gives
+            no anomaly map); ``False``: none; or an anomalib ``Evaluator``.
+        visualizer: ``True``: anomalib's image visualizer (writes annotated test images);
+            ``False``: none (faster); or an anomalib visualizer.
     """
 
     model: nn.Module
@@ -186,6 +194,18 @@ class ContrastiveAnomalyMixin:
         self.val_every_n_epochs = val_every_n_epochs
         self._scorer_stale = False
         self._pending_loss: torch.Tensor | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An alias (``FIRM`` of ``Firm``: no ``__init__`` or ``Args:`` of its own) gets its parent's docstring too.
+
+        ``anomalib train --model FIRM --model.help FIRM`` reads the option descriptions from the
+        docstring of the class it is given.
+        """
+        super().__init_subclass__(**kwargs)
+        parent_doc = cls.__mro__[1].__doc__
+        if "__init__" not in vars(cls) and parent_doc and "Args:" not in (cls.__doc__ or ""):
+            summary, _, details = inspect.cleandoc(parent_doc).partition("\n\n")
+            cls.__doc__ = f"{summary}\n\n{inspect.cleandoc(cls.__doc__ or '')}\n\n{details}"
 
     # ----------------------------------------------------------------- anomalib contract
     @classmethod

@@ -101,7 +101,14 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
         val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
             of ``max_epochs``; each validation refits the scorer).
-        pre_processor, post_processor, evaluator, visualizer: As in anomalib.
+        pre_processor: ``True``: resize to ``image_size`` (normalisation is part of the network, so
+            exports include it); ``False``: none; or an anomalib ``PreProcessor``.
+        post_processor: ``True``: anomalib's threshold and score normalisation, learnt on the
+            validation split, keeping the raw scores' order; ``False``: none; or a post-processor.
+        evaluator: ``True``: image AUROC and F1 on the test split (no pixel metrics: the model gives
+            no anomaly map); ``False``: none; or an anomalib ``Evaluator``.
+        visualizer: ``True``: anomalib's image visualizer (writes annotated test images);
+            ``False``: none (faster); or an anomalib visualizer.
     """
 
     def __init__(
