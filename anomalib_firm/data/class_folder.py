@@ -16,7 +16,8 @@ Two layouts::
   the test split. A class may exist in only one of the two folders.
 
 Images are decoded once (in threads) into one ``uint8`` tensor per split; grey, palette
-and RGBA images become RGB; ``image_size`` resizes at load time so that images of
+and RGBA images become RGB, 16-bit grey images are scaled to 8 bits (32-bit and float ones
+are refused, naming the file); ``image_size`` resizes at load time so that images of
 different sizes stack. ``image_path`` of each item is the real source file.
 
 Example:
@@ -40,6 +41,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
+from anomalib_firm.data.image_depth import to_8bit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,6 +83,7 @@ def read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            image = to_8bit(image)  # 16-bit grey: scaled, not clipped by convert("RGB")
             if image.mode == "P":  # palette (possibly with transparency): through RGBA to RGB
                 image = image.convert("RGBA")
             image = image.convert("RGB")

@@ -74,13 +74,20 @@ def verify_image_files(datamodule: Any) -> None:
     """Open every image file of the train/val/test splits once, before training starts.
 
     A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
-    after hours of training). Data sets held in memory (``holds_images_in_memory``) are skipped.
+    after hours of training). Files with more than 8 bits per grey pixel (16-bit PNGs, say),
+    which anomalib's image reader clips instead of scaling, are named in one warning. Data sets
+    held in memory (``holds_images_in_memory``: read by our own readers) are skipped.
 
     Raises:
         ValueError: naming the first unreadable file and what to do.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from anomalib_firm.data.image_depth import high_depth_message, is_high_depth
+
+    high_depth: dict[str, str] = {}  # path -> PIL mode
     for split in ("train_data", "val_data", "test_data"):
         dataset = getattr(datamodule, split, None)
         samples = getattr(dataset, "_samples", None)
@@ -89,6 +96,8 @@ def verify_image_files(datamodule: Any) -> None:
         for path in samples["image_path"]:
             try:
                 with Image.open(path) as image:
+                    if is_high_depth(image.mode):
+                        high_depth[str(path)] = image.mode
                     image.verify()
             except (OSError, UnidentifiedImageError, SyntaxError) as error:
                 msg = (
@@ -96,6 +105,9 @@ def verify_image_files(datamodule: Any) -> None:
                     "Remove or replace the file, then start again."
                 )
                 raise ValueError(msg) from error
+    if high_depth:
+        reader = f"{type(datamodule).__name__} (anomalib's read_image)"
+        warnings.warn(high_depth_message(list(high_depth.items()), reader), UserWarning, stacklevel=2)
 
 
 def _in_order(loader: Any) -> Any:
