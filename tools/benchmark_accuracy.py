@@ -14,6 +14,7 @@ Usage:
     python tools/benchmark_accuracy.py --protocol quick [--models firm msc mcl] [--classes 0 1 ...]
     python tools/benchmark_accuracy.py --protocol quick --baseline-only
 Needs Fashion-MNIST (Debian: ``apt-get install dataset-fashion-mnist``, or ``--data.root``).
+Exits non-zero when any benchmark job failed (``anomalib benchmark`` itself exits 0 then).
 """
 
 from __future__ import annotations
@@ -43,22 +44,70 @@ def load_config(protocol: str, model: str, classes: list[int]) -> dict:
     return config
 
 
+class BenchmarkFailedError(RuntimeError):
+    """``anomalib benchmark`` failed or some of its jobs did (it exits 0 either way)."""
+
+
+#: What ``anomalib benchmark`` prints when a job raised (it logs the traceback to runs/pipeline.log and exits 0).
+JOB_FAILURE_MARKER = "There were some errors"
+
+
 def run_benchmark(config: dict, workdir: Path) -> list[dict[str, str]]:
-    """Run ``anomalib benchmark`` on ``config`` in ``workdir``; return the rows of results.csv."""
+    """Run ``anomalib benchmark`` on ``config`` in ``workdir``; return the rows of results.csv.
+
+    Raises:
+        BenchmarkFailedError: when the command or any of its jobs failed (see :func:`benchmark_rows`).
+    """
     config_path = workdir / "benchmark.yaml"
     config_path.write_text(yaml.safe_dump(config))
     anomalib = str(Path(sys.executable).with_name("anomalib"))
     log = workdir / "anomalib.log"
     with log.open("w") as stream:
-        subprocess.run([anomalib, "benchmark", "--config", str(config_path)], cwd=workdir, stdout=stream, stderr=stream)
+        completed = subprocess.run(
+            [anomalib, "benchmark", "--config", str(config_path)], cwd=workdir, stdout=stream, stderr=stream
+        )
+    categories = config["benchmark"]["data"]["init_args"]["category"]
+    expected = categories["grid"] if isinstance(categories, dict) else [categories]
+    return benchmark_rows(workdir, completed.returncode, expected)
+
+
+def benchmark_rows(workdir: Path, returncode: int, expected_categories: list) -> list[dict[str, str]]:
+    """The rows of the results.csv an ``anomalib benchmark`` run left in ``workdir``, if every job succeeded.
+
+    anomalib's benchmark catches a failing job, logs it to ``runs/pipeline.log``, saves the other
+    jobs' results and exits 0, so a failure shows only in its output (``anomalib.log`` here) and as
+    categories missing from results.csv. Any of these, or a non-zero exit, raises.
+
+    Raises:
+        BenchmarkFailedError: naming the log files, the missing categories and the end of anomalib's error log.
+    """
+    log = workdir / "anomalib.log"
+    pipeline_log = workdir / "runs" / "pipeline.log"
     results = sorted(workdir.glob("runs/benchmark/*/results.csv"))
+    rows: list[dict[str, str]] = []
+    if results:
+        with results[-1].open() as stream:
+            rows = list(csv.DictReader(stream))
+    found = {row.get("data.init_args.category") for row in rows}
+    missing = [category for category in expected_categories if str(category) not in found]
+    output = log.read_text() if log.exists() else ""
+    problems = []
+    if returncode != 0:
+        problems.append(f"exit status {returncode}")
+    if JOB_FAILURE_MARKER in output:
+        problems.append("it reported failed jobs")
     if not results:
-        pipeline_log = workdir / "runs" / "pipeline.log"
-        detail = pipeline_log.read_text()[-3000:] if pipeline_log.exists() else log.read_text()[-3000:]
-        msg = f"anomalib benchmark wrote no results.csv; see {log}:\n{detail}"
-        raise RuntimeError(msg)
-    with results[-1].open() as stream:
-        return list(csv.DictReader(stream))
+        problems.append("it wrote no results.csv")
+    elif missing:
+        problems.append(f"no result for categories {missing}")
+    if problems:
+        errors = pipeline_log.read_text() if pipeline_log.exists() else output
+        msg = (
+            f"anomalib benchmark in {workdir} failed ({'; '.join(problems)}). Its output: {log}; its error log: "
+            f"{pipeline_log}. End of the error log:\n{errors[-3000:]}"
+        )
+        raise BenchmarkFailedError(msg)
+    return rows
 
 
 def raw_pixel_knn_auroc(data_args: dict, category: int, k: int = 5) -> float:
@@ -123,13 +172,19 @@ def main() -> None:
         table["raw-pixel 5-NN"][category] = raw_pixel_knn_auroc(data_args, category)
     settings: dict[str, str] = {}
     durations: dict[str, float] = {}
+    failures: list[str] = []
     models = [] if args.baseline_only else args.models
     for model in models:
         config = load_config(args.protocol, model, args.classes)
         workdir = (args.workdir / model).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_{model}_"))
         workdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        rows = run_benchmark(config, workdir)
+        try:
+            rows = run_benchmark(config, workdir)
+        except BenchmarkFailedError as error:  # the other models still run; the exit status says it failed
+            print(f"\n{model}: {error}", file=sys.stderr, flush=True)
+            failures.append(model)
+            continue
         name = rows[0]["model.class_path"]
         durations[name] = time.perf_counter() - start
         table[name] = {int(row["data.init_args.category"]): float(row["image_AUROC"]) for row in rows}
@@ -140,6 +195,8 @@ def main() -> None:
         print_table(args.protocol, args.classes, data_args, table, settings, durations)  # partial results early
     if not models:
         print_table(args.protocol, args.classes, data_args, table, settings, durations)
+    if failures:
+        sys.exit(f"benchmark_accuracy: anomalib benchmark failed for {', '.join(failures)} (details above)")
 
 
 if __name__ == "__main__":
