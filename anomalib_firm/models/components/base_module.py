@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
 
 from anomalib_firm.models.components.checkpoint_network import match_checkpoint_network
+from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import native_bf16
 
@@ -124,7 +125,7 @@ def _in_order(loader: Any) -> Any:
     )
 
 
-class ContrastiveAnomalyMixin:
+class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
     """Mixin for the contrastive models: scorer fitting, NaN guard, mixed precision.
 
     Put it before :class:`AnomalibModule` (``class Firm(ContrastiveAnomalyMixin, AnomalibModule)``):
