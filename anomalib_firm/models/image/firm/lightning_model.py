@@ -30,6 +30,7 @@ from torch import nn
 from anomalib_firm.models.components.augmentations import firm_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import OneCycleSchedule
 
@@ -62,6 +63,13 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         num_neighbors: k of the k-NN score.
         num_crops: Crops of the ``ensemble`` score.
         eval_zoom: Test view = resize by this factor and centre crop back (36/32 in the paper).
+        bank_size: Keep at most this many bank features per view (``None``: all, the exact scorer),
+            chosen when the bank is fitted by ``bank_sampling``: ``coreset`` (anomalib's
+            k-center-greedy) or ``random`` (seeded by ``bank_seed``). See the README's compact banks.
+        bank_sampling: ``coreset`` (default) or ``random``.
+        bank_precision: ``float32`` (default) or ``float16`` bank storage (half the bank's bytes in
+            checkpoints and exported models).
+        bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).
         lr: SGD learning rate (peak of the one-cycle schedule).
         momentum: SGD momentum when ``momentum_range`` is ``None``.
         momentum_range: ``(min, max)`` SGD momentum cycled against the one-cycle learning rate (the
@@ -109,6 +117,10 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         num_neighbors: int = 5,
         num_crops: int = 10,
         eval_zoom: float = 36 / 32,
+        bank_size: int | None = None,
+        bank_sampling: BankSampling = "coreset",
+        bank_precision: BankPrecision = "float32",
+        bank_seed: int = 0,
         lr: float = 0.01,
         momentum: float = 0.9,
         momentum_range: tuple[float, float] | None = (0.85, 0.95),
@@ -152,6 +164,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         self.views = firm_views(image_size, crop_scale=crop_scale, jitter=jitter, blur_probability=blur_probability)
         self.use_class_labels = use_class_labels
         self.num_neighbors = num_neighbors
+        self.bank_compaction = BankCompaction(bank_size, bank_sampling, bank_precision, bank_seed)
         self.lr = lr
         self.momentum = momentum
         self.momentum_range = tuple(momentum_range) if momentum_range is not None else None
@@ -188,7 +201,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
     def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
         """Bank = normalised encoder features of every normal training image in the 4 rotations."""
         features = [nn.functional.normalize(self.model.rotation_features(batch.images), dim=-1) for batch in batches]
-        self.model.bank.update(torch.cat(features, dim=1))
+        self.model.bank.update(torch.cat(features, dim=1), self.bank_compaction)
         logger.info("FIRM bank built from %d normal images.", self.model.bank.size)
 
 

@@ -122,7 +122,7 @@ class FirmModel(nn.Module):
         """k-NN cosine similarity of each image to the normal bank: (B, 3, H, W) -> (B,), higher = more normal."""
         if self.score_type == "cos_k":
             upright = self.rotation_features(images)[:1]
-            return cosine_topk_similarity(upright, self.bank.features[:1], self.num_neighbors)[0]
+            return cosine_topk_similarity(upright, self.bank.features[:1].to(upright.dtype), self.num_neighbors)[0]
         if self.score_type == "angled":
             return self.bank.cosine_topk(self.rotation_features(images), self.num_neighbors).mean(dim=0)
         num_crops, batch = self.ensemble_boxes.shape[0], images.shape[0]

@@ -39,6 +39,7 @@ from torch import nn
 from anomalib_firm.models.components.augmentations import msc_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
 from .torch_model import MSC_EVAL_ZOOM, MscModel
@@ -68,6 +69,13 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         num_neighbors: k of the k-NN score (2).
         eval_zoom: Evaluation view = zoom by this factor, then centre crop back (256 / 224: the
             paper's resize 256, centre crop 224); 1 disables it.
+        bank_size: Keep at most this many bank features per view (``None``: all, the exact scorer),
+            chosen when the bank is fitted by ``bank_sampling``: ``coreset`` (anomalib's
+            k-center-greedy) or ``random`` (seeded by ``bank_seed``). See the README's compact banks.
+        bank_sampling: ``coreset`` (default) or ``random``.
+        bank_precision: ``float32`` (default) or ``float16`` bank storage (half the bank's bytes in
+            checkpoints and exported models).
+        bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).
         lr: SGD learning rate (1e-5; constant, no schedule).
         weight_decay: SGD weight decay (5e-5).
         momentum: SGD momentum (0 in the paper).
@@ -104,6 +112,10 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         angular_weight: float = 0.0,
         num_neighbors: int = 2,
         eval_zoom: float = MSC_EVAL_ZOOM,
+        bank_size: int | None = None,
+        bank_sampling: BankSampling = "coreset",
+        bank_precision: BankPrecision = "float32",
+        bank_seed: int = 0,
         lr: float = 1e-5,
         weight_decay: float = 5e-5,
         momentum: float = 0.0,
@@ -132,6 +144,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         self.loss = MeanShiftedContrastiveLoss(temperature=temperature, angular_weight=angular_weight)
         self.views = msc_views(image_size)
         self.num_neighbors = num_neighbors
+        self.bank_compaction = BankCompaction(bank_size, bank_sampling, bank_precision, bank_seed)
         self.lr = lr
         self.weight_decay = weight_decay
         self.momentum = momentum
@@ -257,7 +270,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         """Bank = normalised (not mean-shifted) features of every normal training image, evaluation view."""
         self.load_pretrained_weights()
         features = [self.model.features(self.as_input(batch.images)).float() for batch in batches]
-        self.model.bank.update(torch.cat(features).unsqueeze(0))
+        self.model.bank.update(torch.cat(features).unsqueeze(0), self.bank_compaction)
         logger.info("MSC bank built from %d normal images.", self.model.bank.size)
 
 
