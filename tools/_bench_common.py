@@ -72,7 +72,26 @@ def hardware_description(device: torch.device | None = None) -> str:
 
 
 #: Instruction sets worth naming in a benchmark table (``/proc/cpuinfo`` flag names).
-NAMED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+NAMED_CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages and the usable cores (other jobs on the machine slow every timing)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} on {usable_cores()} cores"
 
 
 def cpu_instruction_sets() -> str:

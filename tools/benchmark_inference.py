@@ -1,36 +1,33 @@
-"""CPU inference speed of FIRM, MSC and MCL: eager PyTorch vs the OpenVINO export, and their score agreement.
+"""Deployment table of FIRM, MSC and MCL on the CPU: IR size, speed, score fidelity and AUROC per export.
 
-Protocol. For every model: build the package's Lightning model (post-processor off, so both
-backends return the raw anomaly score), fit its scorer on the first ``--bank-images`` normal
-training images of the data set (the network is untrained: speed does not depend on the weights,
-and the score comparison only needs a fitted scorer), then
+Protocol. For every model: build the package's Lightning model at the quick Fashion-MNIST
+protocol's settings (FIRM ResNet-18 at 16 px, angled score; MSC EfficientNet-Lite0 with the
+package's ImageNet weights at 64 px; MCL ResNet-18 at 16 px, SEI), post-processor off so every
+backend returns the raw score. The networks are *not trained* here (``--train-note``: speed and
+the fidelity of a compressed export do not need trained weights; FIRM and MCL recalibrate their
+BatchNorm statistics on the normal images, MSC uses ImageNet features). The scorer is fitted on
+all normal training images of ``--category`` (6,000 for a Fashion-MNIST class: FIRM's bank is
+4 rotations x 6,000 x 512 floats); FIRM and MSC also with a compact bank (``--compact-size``
+features per view by k-center-greedy coreset, stored in float16).
 
-* eager: ``model(images)`` (pre-processor + torch model, as exported) in eval mode under
-  ``torch.no_grad()``, with ``torch.get_num_threads()`` threads;
-* OpenVINO: export with anomalib's ``model.to_openvino(..., input_size=(S, S))`` (ONNX with a
-  dynamic batch dimension, then OpenVINO IR, fp32 weights) into a temporary folder, load with
-  ``anomalib.deploy.OpenVINOInferencer(device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})``
-  and time ``inferencer.predict(batch)`` (if an IR ever has a static batch, it is reshaped per batch
-  size and compiled with OpenVINO directly; the settings line says which).
-
-Both backends score the same test images (normal and anomalous, interleaved) at batch 1 and
-batch 32 (``--batch-sizes``); all eager measurements come first, before the export and before
-OpenVINO compiles the model, so the two thread pools never compete. Per measurement: one warm-up
-call, then the median of at least ``--min-repeats`` calls lasting at least ``--min-seconds`` in
-total. The table gives images/s, the speed-up of OpenVINO over eager at the same batch size, and
-the largest absolute score difference between the backends on the same images, in batches of
-that size (at most 8 batches), also relative to the spread of the eager scores. Settings per
-model: image size, backbone, scorer and bank size. Nothing is written to the repository: the
-export and OpenVINO's ``openvino_cache/`` live in a temporary folder.
-
-Defaults: FIRM ResNet-18 (CIFAR stem) at 32 px with the ``angled`` score (4 rotations); MSC
-EfficientNet-Lite0 (the package's ImageNet weights) at 224 px; MCL ResNet-34 (CIFAR stem) at
-32 px with SEI (8 views); bank of 256 Fashion-MNIST images of class 0; 32 test images.
+Rows per model and bank: eager PyTorch fp32 (the reference), then the OpenVINO IR in fp32, FP16
+and INT8_PTQ, each compiled with the ``f32`` precision hint and with OpenVINO's default precision
+(bf16 on CPUs with AVX-512 BF16 or AMX, f32 elsewhere). The IRs are made as ``anomalib export
+--export_type openvino --compression_type ...`` makes them (the model's ``to_onnx`` once per bank,
+``openvino.convert_model``, the model's NNCF step with the scorer kept in floating point, calibrated
+on 300 normal training images, ``openvino.save_model``); the tests check that path through the
+stock command. Columns: IR size on disk (xml + bin), images/s at batch 1 and batch 32 (PyTorch with
+its threads, OpenVINO's ``OpenVINOInferencer`` on all cores; one warm-up call, then the median of at
+least ``--min-repeats`` calls and ``--min-seconds``), the largest absolute score difference from
+eager PyTorch over the test images (and relative to the eager scores' range), and the image AUROC
+on the quick protocol's test images (``FashionMNIST(category, max_test_images=2000)``, 20 %
+carved out for validation: the same 1,600 reported images for every row). Nothing is written
+to the repository (exports go to a temporary folder).
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=2 python tools/benchmark_inference.py
-    OMP_NUM_THREADS=2 python tools/benchmark_inference.py --models firm --data digits --batch-sizes 1 8 32
+    python tools/benchmark_inference.py                      # all three models, class 0
+    python tools/benchmark_inference.py --models firm --min-seconds 1
 """
 
 from __future__ import annotations
@@ -38,13 +35,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,220 +50,198 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
-from anomalib_firm.models.components.base_module import NormalBatch
-
 MODELS = ("firm", "msc", "mcl")
 CPU = torch.device("cpu")
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 @dataclass
 class Row:
-    """One (model, backend, batch) measurement."""
+    """One line of the table."""
 
     model: str
-    backend: str
-    batch: int
-    images_per_second: float
-    max_difference: float | None = None
-    relative_difference: float | None = None
+    bank: str
+    export: str
+    precision: str
+    size_mb: float | None
+    batch1: float
+    batch32: float
+    max_difference: float | None
+    relative_difference: float | None
+    auroc: float
 
 
-@dataclass
-class ModelReport:
-    """Rows and settings of one model (or the error that stopped it)."""
-
-    name: str
-    settings: str = ""
-    rows: list[Row] = field(default_factory=list)
-    error: str | None = None
-
-
-def build_module(name: str, args: argparse.Namespace) -> tuple[nn.Module, int, str]:
-    """The Lightning model, its image size and a description of its settings (scorer added later)."""
+def build_module(name: str, args: argparse.Namespace, compact: bool) -> tuple[nn.Module, int]:
+    """The Lightning model at the quick protocol's settings (post-processor off) and its image size."""
     from anomalib_firm.models import Firm, Mcl, Msc
 
     off: dict[str, Any] = {"post_processor": False, "evaluator": False, "visualizer": False}
+    bank: dict[str, Any] = {"bank_size": args.compact_size, "bank_precision": "float16"} if compact else {}
     if name == "firm":
-        module = Firm(backbone="resnet18_cifar", image_size=args.firm_image_size, score=args.firm_score, **off)
-        return module, args.firm_image_size, f"resnet18_cifar, score {args.firm_score}"
+        return Firm(backbone="resnet18_cifar", image_size=16, **bank, **off), 16
     if name == "msc":
-        module = Msc(
-            backbone="efficientnet_lite0", weights="efficientnet-lite0-package", image_size=args.msc_image_size, **off
-        )
-        return module, args.msc_image_size, "efficientnet_lite0 (package ImageNet weights), k-NN k=2"
-    module = Mcl(backbone="resnet34_cifar", image_size=args.mcl_image_size, **off)
-    return module, args.mcl_image_size, "resnet34_cifar, SEI (8 views, harmonic mean)"
+        return Msc(
+            backbone="efficientnet_lite0", weights="efficientnet-lite0-package", image_size=64, **bank, **off
+        ), 64
+    return Mcl(backbone="resnet18_cifar", image_size=16, **off), 16
 
 
-def fit_scorer(name: str, module: nn.Module, normal: torch.Tensor, batch: int = 64) -> str:
-    """Fit the model's scorer on ``normal`` (uint8) in eval mode; return a description of the bank."""
-    module.eval()
+def load_data(category: str) -> tuple[Any, Any]:
+    """The data module with every normal training image, and the quick protocol's test images and labels."""
+    from anomalib_firm.data import FashionMNIST
 
-    def batches() -> Iterator[torch.Tensor]:
-        for start in range(0, len(normal), batch):
-            yield normal[start : start + batch].float().div(255)
-
-    with torch.no_grad():
-        module.fit_scorer(NormalBatch(images) for images in batches())  # one-class: no class labels
-    count = len(normal)
-    if name == "firm":
-        return f"bank 4 rotations x {count} images x {module.model.bank.features.shape[-1]}-d"
-    if name == "msc":
-        return f"bank {count} images x {module.model.feature_dim}-d"
-    return f"Gaussians 1 class x 4 rotations, 128-d, fitted on {count} images"
-
-
-def eager_scores(module: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Raw anomaly scores of the eager model (eval, no grad)."""
-    with torch.no_grad():
-        return module(images).pred_score.reshape(-1).numpy()
-
-
-class OpenVinoScorer:
-    """OpenVINO scoring of the exported IR: the anomalib inferencer, or a per-batch compiled model if static."""
-
-    def __init__(self, xml: Path, workdir: Path) -> None:
-        import openvino as ov
-
-        self.xml = xml
-        self.workdir = workdir
-        self.config = {"INFERENCE_PRECISION_HINT": "f32"}
-        self.core = ov.Core()
-        self.model = self.core.read_model(xml)
-        self.dynamic_batch = self.model.input(0).get_partial_shape()[0].is_dynamic
-        self.inferencer: Any = None
-        self.compiled: dict[int, Any] = {}
-        if self.dynamic_batch:
-            from anomalib.deploy import OpenVINOInferencer
-
-            with WorkingDirectory(workdir):  # the inferencer creates ./openvino_cache
-                self.inferencer = OpenVINOInferencer(xml, device="CPU", config=self.config)
-
-    @property
-    def threads(self) -> str:
-        """OpenVINO's CPU inference threads."""
-        compiled = self.inferencer.model if self.inferencer is not None else next(iter(self.compiled.values()), None)
-        if compiled is None:
-            return "?"
-        try:
-            return str(compiled.get_property("INFERENCE_NUM_THREADS"))
-        except RuntimeError:
-            return "?"
-
-    def predictor(self, batch: int) -> Callable[[torch.Tensor], np.ndarray]:
-        """Scoring function for images of ``batch`` size."""
-        if self.inferencer is not None:
-            return lambda images: self.inferencer.predict(images).pred_score.reshape(-1)
-        if batch not in self.compiled:
-            model = self.core.read_model(self.xml)
-            shape = list(model.input(0).get_partial_shape().to_shape())
-            model.reshape({model.input(0).any_name: [batch, *shape[1:]]})
-            self.compiled[batch] = self.core.compile_model(model, "CPU", self.config)
-        compiled = self.compiled[batch]
-        output = next(port for port in compiled.outputs if "pred_score" in port.names)
-        return lambda images: compiled(images.numpy())[output].reshape(-1)
-
-
-class WorkingDirectory:
-    """Context manager that runs its block in ``path`` and returns to the previous directory (``contextlib.chdir``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.previous = Path.cwd()
-
-    def __enter__(self) -> None:
-        self.previous = Path.cwd()
-        os.chdir(self.path)
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.chdir(self.previous)
-
-
-def export_openvino(module: nn.Module, export_root: Path, image_size: int) -> Path:
-    """``module.to_openvino`` with the exporter's console output kept back (shown only if it fails)."""
-    output = io.StringIO()
     try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            return Path(module.to_openvino(export_root, input_size=(image_size, image_size)))
-    except Exception:
-        sys.stderr.write(output.getvalue()[-5000:])
-        raise
+        full = FashionMNIST(category=category, num_workers=0)
+        full.setup()
+        quick = FashionMNIST(category=category, max_train_images=300, max_test_images=2000, num_workers=0)
+        quick.setup()
+    except (FileNotFoundError, OSError, RuntimeError) as error:
+        msg = f"Fashion-MNIST not found ({error}): `apt-get install -y dataset-fashion-mnist`."
+        raise SystemExit(msg) from error
+    test = quick.test_data.__getitems__(list(range(len(quick.test_data))))
+    return full, (torch.Tensor.as_subclass(test.image, torch.Tensor).float(), test.gt_label.long().numpy())
 
 
-def chunks(images: torch.Tensor, batch: int, limit: int) -> list[torch.Tensor]:
-    """Up to ``limit`` full batches of ``batch`` images."""
-    return [images[start : start + batch] for start in range(0, len(images) - batch + 1, batch)][:limit]
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images in [0, 1] resized as the pre-processor does (bilinear, antialiased)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, [size, size], antialias=True).contiguous()
 
 
-def benchmark_model(name: str, args: argparse.Namespace, workdir: Path) -> ModelReport:
-    """Fit, export, time and compare one model."""
-    report = ModelReport(name.upper())
+def in_batches(score: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, batch: int = 32) -> np.ndarray:
+    """Scores of all images, ``batch`` at a time."""
+    return np.concatenate([score(images[start : start + batch]) for start in range(0, len(images), batch)])
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Image AUROC (higher score = more anomalous)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def speeds(score: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, args: argparse.Namespace) -> list[float]:
+    """Images/s at batch 1 and 32."""
+    rates = []
+    for batch in (1, 32):
+        sample = images[:batch]
+        seconds = common.time_per_call(lambda sample=sample: score(sample), CPU, 1, args.min_repeats, args.min_seconds)
+        rates.append(batch / seconds)
+    return rates
+
+
+def make_irs(module: nn.Module, datamodule: Any, image_size: int, root: Path, exports: list[str]) -> dict[str, Path]:
+    """fp32 / FP16 / INT8_PTQ IRs of ``module`` made as ``anomalib export`` makes them, from one ONNX export."""
+    import openvino as ov
+    from anomalib.deploy.export import CompressionType
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        onnx = module.to_onnx(root / "onnx", input_size=(image_size, image_size))
+    paths = {}
+    for export in exports:
+        model = ov.convert_model(onnx)
+        if export == "int8_ptq":
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                model = module._compress_ov_model(model, CompressionType.INT8_PTQ, datamodule)
+        path = root / export / "model.xml"
+        path.parent.mkdir(parents=True)
+        ov.save_model(model, path, compress_to_fp16=export == "fp16")
+        paths[export] = path
+    return paths
+
+
+def ir_megabytes(xml: Path) -> float:
+    """Size of the IR on disk (xml + bin) in MB."""
+    return (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
+
+
+def benchmark_model(
+    name: str, compact: bool, args: argparse.Namespace, data: tuple[Any, Any], workdir: Path
+) -> tuple[list[Row], str]:
+    """All rows of one model and bank, and a settings line."""
+    from anomalib.deploy import OpenVINOInferencer
+
+    full, (test_images, labels) = data
     common.seed_all(args.seed)
-    module, image_size, description = build_module(name, args)
+    module, image_size = build_module(name, args, compact)
     module = module.to(CPU).eval()
-    normal = common.load_normal_images(args.data, args.category, image_size, args.bank_images)
-    bank = fit_scorer(name, module, normal)
-    test_uint8, _ = common.load_test_images(args.data, args.category, image_size, args.test_images)
-    test = test_uint8.float().div(255)
-    if len(test) < max(args.batch_sizes):
-        msg = f"only {len(test)} test images for batch {max(args.batch_sizes)}: raise --test-images"
-        raise ValueError(msg)
+    module.fit_scorer_from_loader(full.train_dataloader())
+    images = resized(test_images, image_size)
+    bank = "-"
+    if name != "mcl":
+        features = module.model.bank.features
+        bank = f"{'coreset ' if compact else ''}{features.shape[1]:,}x{features.shape[0]} {str(features.dtype)[6:]}"
 
-    # Eager first, all batch sizes, before OpenVINO's thread pool exists (no competition for the cores).
-    inputs = {batch: chunks(test, batch, limit=8) for batch in args.batch_sizes}
-    eager_rate, reference = {}, {}
-    for batch, batches in inputs.items():
-        seconds = common.time_per_call(
-            lambda images=batches[0]: eager_scores(module, images), CPU, 1, args.min_repeats, args.min_seconds
+    def eager(batch: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return module(batch).pred_score.reshape(-1).numpy()
+
+    reference = in_batches(eager, images)
+    spread = float(reference.max() - reference.min())
+    label = name.upper()
+    rows = [
+        Row(
+            label, bank, "torch eager", "fp32", None, *speeds(eager, images, args), None, None, auroc(labels, reference)
         )
-        eager_rate[batch] = batch / seconds
-        reference[batch] = np.concatenate([eager_scores(module, images) for images in batches])
+    ]
+    root = workdir / f"{name}_{'compact' if compact else 'full'}"
+    exports = ["fp32", "int8_ptq"] if compact else ["fp32", "fp16", "int8_ptq"]
+    for export, xml in make_irs(module, full, image_size, root, exports).items():
+        for precision, config in (("f32 hint", F32), ("default", {})):
+            with common_workdir(root):
+                inferencer = OpenVINOInferencer(xml, device="CPU", config=config)
 
-    start = time.perf_counter()
-    xml = export_openvino(module, workdir / name, image_size)
-    export_seconds = time.perf_counter() - start
-    scorer = OpenVinoScorer(xml, workdir)
-    for batch, batches in inputs.items():
-        predict = scorer.predictor(batch)
-        seconds = common.time_per_call(
-            lambda images=batches[0], predict=predict: predict(images), CPU, 1, args.min_repeats, args.min_seconds
-        )
-        exported = np.concatenate([predict(images) for images in batches])
-        difference = float(np.abs(reference[batch] - exported).max())
-        spread = float(reference[batch].max() - reference[batch].min())
-        relative = difference / spread if spread > 0 else math.nan
-        report.rows.append(Row(report.name, "torch eager", batch, eager_rate[batch]))
-        report.rows.append(Row(report.name, "OpenVINO", batch, batch / seconds, difference, relative))
-    layout = "dynamic (anomalib inferencer)" if scorer.dynamic_batch else "static (reshaped per batch size)"
-    report.settings = (
-        f"{report.name}: {description}, image {image_size}x{image_size}, {bank}; OpenVINO IR batch {layout}, "
-        f"{scorer.threads} OpenVINO threads, export {export_seconds:.0f} s; scores compared on {len(test)} test images"
-    )
-    return report
+            def exported(batch: torch.Tensor, inferencer: Any = inferencer) -> np.ndarray:
+                return np.asarray(inferencer.predict(batch).pred_score).reshape(-1)
 
-
-def render(reports: list[ModelReport]) -> str:
-    """Result table, settings lines and errors."""
-    headers = ["model", "backend", "batch", "images/s", "speed-up", "max |score diff|", "diff / score range"]
-    rows: list[list[object]] = []
-    for report in reports:
-        eager = {row.batch: row.images_per_second for row in report.rows if row.backend == "torch eager"}
-        for row in report.rows:
-            openvino = row.backend == "OpenVINO"
+            scores = in_batches(exported, images)
+            difference = float(np.abs(scores - reference).max())
             rows.append(
-                [
-                    row.model,
-                    row.backend,
-                    row.batch,
-                    f"{row.images_per_second:.1f}",
-                    f"{row.images_per_second / eager[row.batch]:.2f}x" if openvino else "1.00x",
-                    f"{row.max_difference:.2e}" if row.max_difference is not None else "-",
-                    f"{row.relative_difference:.1e}" if row.relative_difference is not None else "-",
-                ]
+                Row(
+                    label,
+                    bank,
+                    export,
+                    precision,
+                    ir_megabytes(xml),
+                    *speeds(exported, images, args),
+                    difference,
+                    difference / spread if spread > 0 else None,
+                    auroc(labels, scores),
+                )
             )
-    lines = [common.format_table(headers, rows)] if rows else []
-    lines += [report.settings for report in reports if report.settings]
-    lines += [f"{report.name} failed: {report.error}" for report in reports if report.error]
+            print(f"  {label} {bank} {export} {precision}: {rows[-1].batch32:.0f} images/s at 32", flush=True)
+    settings = f"{label}: image {image_size} px, bank {bank}, torch threads {torch.get_num_threads()}"
+    return rows, settings
+
+
+@contextlib.contextmanager
+def common_workdir(path: Path) -> Any:
+    """Run the block in ``path`` (the inferencer writes ./openvino_cache)."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def render(rows: list[Row]) -> str:
+    """The table (markdown)."""
+    lines = [
+        "| model | bank (per view) | export | precision | IR MB | img/s b1 | img/s b32 | max abs score diff | rel. "
+        "| AUROC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        size = f"{row.size_mb:.1f}" if row.size_mb is not None else ""
+        difference = f"{row.max_difference:.1e}" if row.max_difference is not None else ""
+        relative = f"{row.relative_difference:.0e}" if row.relative_difference is not None else ""
+        lines.append(
+            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | {size} | {row.batch1:,.0f} | "
+            f"{row.batch32:,.0f} | {difference} | {relative} | {row.auroc:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -280,15 +253,8 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--data", choices=common.DATA_CHOICES, default="fashion_mnist")
-    parser.add_argument("--category", default="0", help="normal class (name or index)")
-    parser.add_argument("--bank-images", type=int, default=256, help="normal images the scorer is fitted on")
-    parser.add_argument("--test-images", type=int, default=32, help="test images scored (half normal, half not)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--firm-image-size", type=int, default=32)
-    parser.add_argument("--firm-score", choices=("cos_k", "angled", "ensemble"), default="angled")
-    parser.add_argument("--msc-image-size", type=int, default=224)
-    parser.add_argument("--mcl-image-size", type=int, default=32)
+    parser.add_argument("--category", default="0", help="normal Fashion-MNIST class (name or index)")
+    parser.add_argument("--compact-size", type=int, default=1000, help="features per view of the compact banks")
     parser.add_argument("--min-repeats", type=int, default=3, help="timed calls per measurement, at least")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per measurement, at least")
     parser.add_argument("--seed", type=int, default=0)
@@ -300,27 +266,24 @@ def main() -> None:
     common.quiet_warnings()
     args = parse_args()
     print(common.hardware_description(CPU))
-    print(
-        f"CPU inference; data {args.data} class {args.category}; scorer fitted on {args.bank_images} normal images; "
-        f"seed {args.seed}",
-        flush=True,
-    )
-    reports: list[ModelReport] = []
+    print(f"load average at start: {common.load_average()}", flush=True)
+    data = load_data(args.category)
+    rows: list[Row] = []
+    settings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="anomalib_firm_bench_") as workdir:
         for name in args.models:
-            try:
-                report = benchmark_model(name, args, Path(workdir))
-            except Exception as error:  # a failing model is reported, the others still run
-                report = ModelReport(name.upper(), error=f"{type(error).__name__}: {error}")
-            reports.append(report)
-            for row in report.rows:
-                print(
-                    f"  {row.model} {row.backend} batch {row.batch}: {row.images_per_second:.1f} images/s", flush=True
-                )
-            if report.error:
-                print(f"  {report.name} failed: {report.error}", flush=True)
+            for compact in (False, True) if name != "mcl" else (False,):
+                model_rows, line = benchmark_model(name, compact, args, data, Path(workdir))
+                rows += model_rows
+                settings.append(line)
     print()
-    print(render(reports))
+    print(
+        f"Fashion-MNIST class {args.category}: scorer fitted on {len(data[0].train_data):,} normal training images; "
+        f"AUROC and score differences on the quick protocol's {len(data[1][1]):,} test images; untrained networks; "
+        f"seed {args.seed}; load average at the end: {common.load_average()}"
+    )
+    print(render(rows))
+    print("\n".join(settings))
 
 
 if __name__ == "__main__":
