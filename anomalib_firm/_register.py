@@ -1,15 +1,15 @@
 """Adds our models and data modules to anomalib's name spaces (called by :mod:`anomalib_firm._hook`).
 
-After :func:`register_models`:
+The names come from :mod:`anomalib_firm.registry`. Once registered:
 
 - ``anomalib train --model FIRM`` / ``--model Firm`` resolve (jsonargparse matches the class
   ``__name__`` of imported :class:`AnomalibModule` subclasses, case-sensitively: ``FIRM``
-  is an alias subclass of ``Firm``);
+  is the alias subclass of ``Firm``);
 - ``anomalib.models.get_model("firm")`` and ``anomalib benchmark`` configs with
   ``class_path: Firm`` or ``anomalib_firm.models.Firm`` work (the latter needs the module in
-  ``anomalib.models.ALLOWED_MODULES``).
+  ``anomalib.models.ALLOWED_MODULES``);
+- ``anomalib.data.get_datamodule`` and ``--data`` find our data modules.
 
-:func:`register_data` does the same for ``anomalib.data.get_datamodule`` and ``--data``.
 :func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` actually seed (anomalib 2.7
 declares the option but never applies it) and runs commands with our models quietly
 (:func:`anomalib_firm.console.quiet_cli_run`).
@@ -20,83 +20,61 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-_MODEL_MODULES = (
-    "anomalib_firm.models.image.firm",
-    "anomalib_firm.models.image.msc",
-    "anomalib_firm.models.image.mcl",
-)
-_DATA_MODULE = "anomalib_firm.data"
+from anomalib_firm.registry import DATA_PACKAGE, model_packages
+
+_OUR_PREFIX = "anomalib_firm."
 
 
-def _export_names(target_module_name: str, source_module_name: str) -> None:
-    """Set every name of ``source.__all__`` on ``target``.
+def after_import(loaded: str) -> None:
+    """Register whatever can be registered now that module ``loaded`` has executed (idempotent).
 
-    Does nothing while either module is still loading (the hook calls again once it is
-    complete), and nothing for a source module that does not exist.
+    Waits while another of our modules is still executing (see :mod:`anomalib_firm._hook`):
+    that module's own completion calls again.
     """
-    target = sys.modules.get(target_module_name)
-    if target is None or _is_loading(target_module_name) or _is_loading(source_module_name):
+    if loaded == "anomalib.cli.cli":
+        patch_cli()
+    if any(name.startswith(_OUR_PREFIX) and name != loaded and _is_executing(name) for name in list(sys.modules)):
         return
-    try:
-        source = importlib.import_module(source_module_name)
-    except ModuleNotFoundError as error:
-        if error.name != source_module_name:
-            raise
-        return
-    for name in getattr(source, "__all__", ()):
-        setattr(target, name, getattr(source, name))
-        if hasattr(target, "__all__") and name not in target.__all__:
-            target.__all__.append(name)
+    models = _executed_host("anomalib.models", loaded)
+    if models is not None:
+        models.ALLOWED_MODULES.add("anomalib_firm.models")  # class paths ``anomalib_firm.models.Firm``
+        _set_names(models, model_packages())
+    data = _executed_host("anomalib.data", loaded)
+    if data is not None:
+        _set_names(data, dict.fromkeys(importlib.import_module(DATA_PACKAGE).__all__, DATA_PACKAGE))
 
 
-def _is_loading(module_name: str) -> bool:
-    """True while ``module_name`` is being executed (in ``sys.modules`` but not initialised)."""
-    module = sys.modules.get(module_name)
-    spec = getattr(module, "__spec__", None)
+def _is_executing(module_name: str) -> bool:
+    """True while ``module_name`` is in ``sys.modules`` but its code has not finished running.
+
+    Reads (never writes) the flag importlib itself consults for that: ``__spec__._initializing``.
+    """
+    spec = getattr(sys.modules.get(module_name), "__spec__", None)
     return bool(getattr(spec, "_initializing", False))
 
 
-def _inside_our_import() -> bool:
-    """True while one of our own modules is being executed."""
-    return any(name.startswith("anomalib_firm.") and _is_loading(name) for name in list(sys.modules))
+def _executed_host(host_name: str, loaded: str) -> ModuleType | None:
+    """The module ``host_name`` of anomalib if it has finished executing, else ``None``.
+
+    ``loaded`` is the module that just executed: complete, although importlib still flags it.
+    """
+    host = sys.modules.get(host_name)
+    if host is None or (host_name != loaded and _is_executing(host_name)):
+        return None
+    return host
 
 
-#: A model registration was deferred by :func:`register_models` until our import completes.
-_models_pending = False
-
-
-def register_models() -> None:
-    """Expose our models on ``anomalib.models`` and allow ``anomalib_firm.models.*`` class paths."""
-    models = sys.modules.get("anomalib.models")
-    if models is None:
-        return
-    allowed_modules = getattr(models, "ALLOWED_MODULES", None)  # not there yet early in its own loading
-    if allowed_modules is not None:
-        allowed_modules.add("anomalib_firm.models")
-    # When one of our own modules (e.g. a shared component) is what made anomalib load, importing
-    # the model packages now would re-enter it half-initialised: register only those already
-    # loaded; the others register themselves when they finish loading (they are hook triggers).
-    inside_our_import = _inside_our_import()
-    global _models_pending
-    _models_pending = False
-    for module_name in _MODEL_MODULES:
-        if inside_our_import and module_name not in sys.modules:
-            _models_pending = True
+def _set_names(host: ModuleType, packages: dict[str, str]) -> None:
+    """Set each ``class name -> package`` of ours on ``host`` (and in its ``__all__``) unless already there."""
+    for class_name, package in packages.items():
+        if class_name in vars(host):
             continue
-        _export_names("anomalib.models", module_name)
-
-
-def register_pending() -> None:
-    """Finish a model registration deferred by :func:`register_models`, once our import completed."""
-    if _models_pending and not _inside_our_import():
-        register_models()
-
-
-def register_data() -> None:
-    """Expose our one-vs-rest data modules on ``anomalib.data``."""
-    _export_names("anomalib.data", _DATA_MODULE)
+        setattr(host, class_name, getattr(importlib.import_module(package), class_name))
+        if hasattr(host, "__all__") and class_name not in host.__all__:
+            host.__all__.append(class_name)
 
 
 def patch_cli() -> None:

@@ -130,7 +130,7 @@ def test_anomalib_models_import_is_quiet_and_later_warnings_still_show():
 
     module = types.ModuleType("anomalib.models")
     module.__spec__ = importlib.machinery.ModuleSpec("anomalib.models", None)
-    loader = _ChainedLoader(AnomalibModelsLoader(), "register_pending")
+    loader = _ChainedLoader(AnomalibModelsLoader())
     filters_before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from anomalib_firm import models
+from anomalib_firm.registry import MODELS, alias_name, model_packages
 
 CHECK = """
 import anomalib.models as models, anomalib.data as data
@@ -68,3 +73,17 @@ def test_startup_line_is_silent_without_the_package(tmp_path):
         check=False,
     )
     assert found.stdout.strip() == "True", found.stderr
+
+
+@pytest.mark.parametrize(("name", "package"), MODELS.items())
+def test_each_registry_entry_is_a_model_folder_with_its_alias(name, package):
+    """The registry is the one list: each entry's folder exports the class and its alias, nothing else."""
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted([name, alias_name(name)])
+    model, alias = getattr(module, name), getattr(module, alias_name(name))
+    assert alias.__name__ == alias_name(name)
+    assert alias.__bases__ == (model,)
+    assert vars(alias)["name"].fget(None) == name  # results and checkpoints under the model's own name
+    assert pickle.loads(pickle.dumps(alias)) is alias  # importable where it says it lives
+    assert getattr(models, alias_name(name)) is alias
+    assert models.__all__ == sorted(model_packages())

@@ -1,7 +1,8 @@
 """Anomalib models of this package: FIRM, MSC, MCL (each also under its upper-case alias).
 
-Classes are imported on first access, so that importing a shared component
-(``anomalib_firm.models.components...``) does not pull in anomalib and every model.
+The names come from :data:`anomalib_firm.registry.MODELS`. Classes are imported on first
+access, so that importing a shared component (``anomalib_firm.models.components...``) does not
+pull in anomalib and every model.
 """
 
 from __future__ import annotations
@@ -9,24 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODEL_MODULES = {
-    "Firm": "anomalib_firm.models.image.firm",
-    "FIRM": "anomalib_firm.models.image.firm",
-    "Msc": "anomalib_firm.models.image.msc",
-    "MSC": "anomalib_firm.models.image.msc",
-    "Mcl": "anomalib_firm.models.image.mcl",
-    "MCL": "anomalib_firm.models.image.mcl",
-}
+from anomalib_firm.registry import model_packages
 
-__all__ = sorted(_MODEL_MODULES)
+_MODEL_PACKAGES = model_packages()
+
+__all__ = sorted(_MODEL_PACKAGES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODEL_MODULES:
-        return getattr(importlib.import_module(_MODEL_MODULES[name]), name)
+    if name in _MODEL_PACKAGES:
+        return getattr(importlib.import_module(_MODEL_PACKAGES[name]), name)
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_MODEL_MODULES])
+    return sorted([*globals(), *_MODEL_PACKAGES])

@@ -33,6 +33,7 @@ from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import OneCycleSchedule
+from anomalib_firm.registry import cli_alias
 
 from .loss import FirmLoss, LossLayout, LossObjective
 from .torch_model import FirmModel, ScoreType
@@ -205,10 +206,4 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         logger.info("FIRM bank built from %d normal images.", self.model.bank.size)
 
 
-class FIRM(Firm):
-    """Alias of :class:`Firm`, so that ``anomalib train --model FIRM`` works (names match exactly)."""
-
-    @property
-    def name(self) -> str:
-        """Results land under ``Firm`` either way."""
-        return "Firm"
+FIRM = cli_alias(Firm)

@@ -46,6 +46,7 @@ from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import cosine_factor
+from anomalib_firm.registry import cli_alias
 
 from .loss import MaskedContrastiveLoss, MissingPartnerRule
 from .torch_model import MclModel, flip_base_images
@@ -340,10 +341,4 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         )
 
 
-class MCL(Mcl):
-    """Alias of :class:`Mcl`, so that ``anomalib train --model MCL`` works (names match exactly)."""
-
-    @property
-    def name(self) -> str:
-        """Results land under ``Mcl`` either way."""
-        return "Mcl"
+MCL = cli_alias(Mcl)

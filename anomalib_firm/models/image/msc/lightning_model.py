@@ -40,6 +40,7 @@ from anomalib_firm.models.components.augmentations import msc_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
+from anomalib_firm.registry import cli_alias
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
 from .torch_model import MSC_EVAL_ZOOM, MscModel
@@ -274,10 +275,4 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         logger.info("MSC bank built from %d normal images.", self.model.bank.size)
 
 
-class MSC(Msc):
-    """Alias of :class:`Msc`, so that ``anomalib train --model MSC`` works (names match exactly)."""
-
-    @property
-    def name(self) -> str:
-        """Results land under ``Msc`` either way."""
-        return "Msc"
+MSC = cli_alias(Msc)
