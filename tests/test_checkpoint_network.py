@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from model_utils import tiny_model
+from model_utils import random_training_batch, tiny_model
 
 from anomalib_firm.models.components.checkpoint_network import network_mismatch
 
@@ -52,3 +52,19 @@ def test_matching_checkpoint_loads_and_one_without_settings_says_so():
     with pytest.raises(ValueError, match="records no setting") as error:
         model.on_load_checkpoint(bare)
     assert "weights only the checkpoint has" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("saved", "built", "recorded"),
+    [("firm", "mcl", True), ("mcl", "msc", True), ("msc", "firm", True), ("mcl", "firm", False)],
+)
+def test_checkpoint_of_another_model_names_both(saved, built, recorded):
+    trained = tiny_model(saved, with_center=True)
+    trained.fit_scorer_from_loader([random_training_batch(6, seed=0)])  # the scorer's weights mark the model
+    checkpoint = _checkpoint(trained)
+    if recorded:
+        trained.on_save_checkpoint(checkpoint)
+    model = tiny_model(built)
+    names = {"firm": "Firm", "mcl": "Mcl", "msc": "Msc"}
+    with pytest.raises(ValueError, match=f"holds a {names[saved]} model, not a {names[built]}"):
+        model.on_load_checkpoint(checkpoint)

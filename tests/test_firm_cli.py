@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from cli_utils import (
     TINY_FIRM,
+    digits_folder_datamodule,
     folder_data_args,
     folder_test_images,
     max_openvino_score_difference,
@@ -51,6 +53,28 @@ def test_test_and_predict_from_checkpoint(trained, digits_folder):
         workdir,
     )  # fmt: skip
     assert "Traceback" not in predicted.stderr
+
+
+def test_checkpoint_loads_weights_only_and_records_model_and_resume_state(trained):
+    _, checkpoint, _ = trained
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # nothing allow-listed
+    assert saved["anomalib_firm_model"] == "Firm"
+    resume = saved["anomalib_firm_resume"]
+    assert set(resume) == {"random_states", "pending_loss", "scorer_stale"}
+    assert set(resume["random_states"][0]) == {"torch", "cuda", "numpy", "python"}
+
+
+def test_checkpoint_of_firm_given_to_mcl_names_both_models(trained, digits_folder):
+    # What `anomalib test --model MCL --ckpt_path firm.ckpt` runs, in this process (no CLI start-up).
+    from anomalib.engine import Engine
+
+    from anomalib_firm.models import MCL
+
+    workdir, checkpoint, _ = trained
+    engine = Engine(default_root_dir=workdir / "mismatch", logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="holds a Firm model, not a Mcl"):
+        engine.test(MCL(image_size=16, visualizer=False), datamodule=digits_folder_datamodule(digits_folder, 16),
+                    ckpt_path=checkpoint)  # fmt: skip
 
 
 def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):

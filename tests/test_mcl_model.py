@@ -282,6 +282,9 @@ def test_cli_one_class_training_and_checkpoint(one_class_cli):
     assert not model.use_class_labels
     assert model.model.gaussians.counts.tolist() == [[40] * 4]  # all 40 normal images, every rotation
     assert not model.scorer_is_empty()  # loaded statistics: no refit needed at test time
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # nothing allow-listed
+    assert saved["anomalib_firm_model"] == "Mcl"
+    assert "random_states" in saved["anomalib_firm_resume"]
 
 
 @pytest.mark.slow

@@ -337,7 +337,10 @@ CHECKPOINT_NETWORK = ["--model.backbone", "resnet18", "--model.image_size", str(
 def test_cli_train_then_test_from_checkpoint_offline(trained, digits_folder, offline):
     workdir, checkpoint, output = trained
     assert 0.8 < metric(output, "image_AUROC") <= 1.0  # digit 0 against the rest: far above chance
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # nothing allow-listed
+    assert saved["anomalib_firm_model"] == "Msc"
+    assert "random_states" in saved["anomalib_firm_resume"]
+    state = saved["state_dict"]
     assert state["model.center"].shape == (512,)
     assert state["model.bank.features"].shape == (1, 40, 512)
     tested = run_anomalib(

@@ -15,12 +15,18 @@ that life cycle so each model only writes its loss step and its scorer fit:
 - a non-finite loss stops training with a clear error (checked one step late on an
   accelerator, so training never waits for the device);
 - bf16 autocast and channels_last (``mixed_precision``) where the device computes bf16 natively
-  (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere. Scorers are fitted in fp32.
+  (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere. Scorers are fitted in fp32;
+- several processes (DDP): the scorer is fitted on rank 0 and broadcast, evaluation counts every
+  image once (the distributed sampler's repeats are dropped), see :mod:`.distributed`;
+- resuming (``--ckpt_path last.ckpt``) continues as the uninterrupted run: checkpoints hold the
+  random streams as they were after the epoch's last training step (every epoch starts from them, so
+  validation and scorer fits never shift training's draws), the NaN guard and the scorer's state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 from abc import abstractmethod
@@ -39,12 +45,21 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, SequentialSampler
 from torchvision.transforms.v2 import Resize
 
-from anomalib_firm.models.components.checkpoint_network import match_checkpoint_network
+from anomalib_firm.models.components import distributed
+from anomalib_firm.models.components.checkpoint_network import (
+    CHECKPOINT_MODEL_KEY,
+    match_checkpoint_network,
+    model_name,
+)
 from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import native_bf16
+from anomalib_firm.models.components.random_state import capture_random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
+
+#: Checkpoint key of the training state Lightning does not restore (random streams, NaN guard, scorer flag).
+RESUME_STATE_KEY = "anomalib_firm_resume"
 
 
 class NormalBatch(NamedTuple):
@@ -207,6 +222,12 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
         self.val_every_n_epochs = val_every_n_epochs
         self._scorer_stale = False
         self._pending_loss: torch.Tensor | None = None
+        # Random streams after the last training step of the latest epoch (restored when an epoch starts).
+        self._epoch_end_random_state: dict[str, Any] | None = None
+        self._epoch_end_step = -1
+        self._random_state_restored = False  # set by a resume until the next training step
+        self._resumed_from: str | None = None  # checkpoint this fit resumed from
+        self._trained_until_step: int | None = None  # global step at the end of this process's fit
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """An alias (``FIRM`` of ``Firm``: no ``__init__`` or ``Args:`` of its own) gets its parent's docstring too.
@@ -325,14 +346,100 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
         """Fewest normal training images the scorer can work with."""
         return 1
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the model's name and the training state a resumed run needs (all ``weights_only``-safe).
+
+        The random state is the one after the last training step of the epoch (every rank's, under DDP),
+        so a run resumed from an epoch-end checkpoint draws what the uninterrupted run draws.
+        """
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint[CHECKPOINT_MODEL_KEY] = model_name(self)  # type: ignore[arg-type]
+        state = (
+            self._epoch_end_random_state
+            if self._epoch_end_random_state is not None and self._epoch_end_step == self.global_step
+            else capture_random_state()
+        )
+        states = [state]
+        if distributed.world_size() > 1:
+            states = [None] * distributed.world_size()
+            torch.distributed.all_gather_object(states, state)
+        pending = self._pending_loss
+        checkpoint[RESUME_STATE_KEY] = {
+            "random_states": states,
+            "pending_loss": None if pending is None else pending.detach().cpu(),
+            "scorer_stale": self._scorer_stale,
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Before a checkpoint's weights are loaded: fail with the settings to pass if its network differs.
+        """Before a checkpoint's weights are loaded: fail if it is another model's or its network differs.
 
         See :func:`~anomalib_firm.models.components.checkpoint_network.match_checkpoint_network`
         (a model with ``rebuild_network`` is rebuilt instead when the user left those settings at their defaults).
+        When resuming a fit, the random streams, NaN guard and scorer state are restored as well.
         """
+        if self._keeps_weights_trained_here(checkpoint):
+            return
         match_checkpoint_network(self, checkpoint)  # type: ignore[arg-type]
+        resume = checkpoint.get(RESUME_STATE_KEY)
+        if resume is not None and self._fitting():
+            states = resume["random_states"]
+            own = distributed.rank()
+            self._epoch_end_random_state = states[own] if own < len(states) else states[0]
+            self._epoch_end_step = int(checkpoint.get("global_step", -1))
+            restore_random_state(self._epoch_end_random_state)  # before the first epoch's data iterator
+            self._random_state_restored = True
+            pending = resume["pending_loss"]
+            self._pending_loss = None if pending is None else pending.to(self.device)
+            self._scorer_stale = bool(resume["scorer_stale"])
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+    def _fitting(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return trainer is not None and trainer.state.fn == "fit"
+
+    def _keeps_weights_trained_here(self, checkpoint: dict[str, Any]) -> bool:
+        """Testing after a resumed fit: keep the weights training ended with instead of the older checkpoint's.
+
+        ``anomalib train --ckpt_path last.ckpt`` resumes from that checkpoint, then tests with the same
+        ``ckpt_path``: that would score the weights of the epoch training resumed from, not the final ones
+        (the uninterrupted run tests its final weights). The checkpoint's state dict and callback states
+        (the post-processor's threshold) are replaced by the current ones, so Lightning's load keeps them.
+        """
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.state.fn != "test" or self._resumed_from is None:
+            return False
+        if str(trainer.ckpt_path) != self._resumed_from or self._trained_until_step is None:
+            return False
+        if int(checkpoint.get("global_step", 0)) >= self._trained_until_step:
+            return False
+        logger.info(
+            "%s: testing the weights training ended with (step %d), not those of %s (step %d) it resumed from.",
+            self.name,
+            self._trained_until_step,
+            self._resumed_from,
+            int(checkpoint.get("global_step", 0)),
+        )
+        checkpoint["state_dict"] = self.state_dict()  # type: ignore[attr-defined]
+        if "callbacks" in checkpoint:
+            checkpoint["callbacks"] = {callback.state_key: callback.state_dict() for callback in trainer.callbacks}
+        return True
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, keep the scorer's buffers (bank, Gaussians, centre) out of DDP's per-forward broadcast.
+
+        They are fitted on rank 0 and broadcast once per fit (:meth:`fit_scorer_from_loader`); BatchNorm
+        statistics keep DDP's usual broadcast.
+        """
+        super().setup(stage)  # type: ignore[misc]
+        if distributed.world_size() > 1:
+            batchnorm = {
+                f"{name}.{buffer}"
+                for name, layer in self.model.named_modules()
+                if isinstance(layer, _BatchNorm)
+                for buffer, _ in layer.named_buffers(recurse=False)
+            }
+            names = [f"model.{name}" for name, _ in self.model.named_buffers() if name not in batchnorm]
+            distributed.exclude_from_ddp_broadcast(self, names)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:
@@ -349,7 +456,32 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
                 raise ValueError(msg)
         if datamodule is not None:
             verify_image_files(datamodule)
+        ckpt_path = getattr(self.trainer, "ckpt_path", None)
+        self._resumed_from = str(ckpt_path) if ckpt_path else None
         self.prepare_training()
+
+    def on_train_epoch_start(self) -> None:
+        """Start from the random streams left by the previous epoch's last training step (not shifted by validation).
+
+        Lightning creates the epoch's data iterator (the shuffling draws its seed) after this hook, except
+        in the first epoch of a run, where it does so before; a resumed run therefore restores the
+        checkpoint's streams when the checkpoint is loaded, and not again here.
+        """
+        if self._epoch_end_random_state is not None and not self._random_state_restored:
+            restore_random_state(self._epoch_end_random_state)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the epoch's last training step: keep the random streams for the next epoch and checkpoints."""
+        del outputs, batch
+        self._random_state_restored = False
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop.batch_progress.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
+            self._epoch_end_random_state = capture_random_state()
+            self._epoch_end_step = self.global_step
+
+    def on_train_end(self) -> None:
+        """Remember where this process's training ended (see :meth:`_keeps_weights_trained_here`)."""
+        self._trained_until_step = self.global_step
 
     def prepare_training(self) -> None:
         """Put the network in channels_last under mixed precision; compile the step when ``compile_step``.
@@ -433,10 +565,39 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
         """Fit the scorer if the network trained since (or nothing is fitted)."""
         self._refresh_scorer()
 
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+    def validation_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch (the post-processor learns threshold and normalisation from it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
+        del args
+        batch = batch.update(**self.model(batch.image)._asdict())
+        self._drop_distributed_repeats(batch, batch_idx, kwargs.get("dataloader_idx", 0))
+        return batch
+
+    def test_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch (as anomalib's, plus: under DDP every test image counts once)."""
+        return self.validation_step(batch, batch_idx, *args, **kwargs)
+
+    def _drop_distributed_repeats(self, batch: Batch, batch_idx: int, dataloader_idx: int) -> None:
+        """Under DDP, remove from ``batch`` (in place) the images the distributed sampler repeated.
+
+        Lightning pads evaluation splits so that every rank gets as many images; the metrics and the
+        post-processor's statistics, gathered over the ranks, then see every image exactly once.
+        """
+        trainer = getattr(self, "_trainer", None)
+        if distributed.world_size() == 1 or trainer is None:
+            return
+        loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+        keep = distributed.unpadded_mask(loader, batch_idx, len(batch.image))
+        if keep is None:
+            return
+        changes = {}
+        for field in dataclasses.fields(batch):  # type: ignore[arg-type]
+            value = getattr(batch, field.name)
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and len(value) == len(keep):
+                changes[field.name] = value[keep.to(value.device)]
+            elif isinstance(value, list | tuple) and len(value) == len(keep):
+                changes[field.name] = [item for item, kept in zip(value, keep.tolist(), strict=True) if kept]
+        batch.update(**changes)
 
     def _refresh_scorer(self) -> None:
         if not (self._scorer_stale or self.scorer_is_empty()):
@@ -456,8 +617,19 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
         With ``bn_recalibration`` the BatchNorm statistics are recomputed on the same images first.
         A shuffling loader is read in order instead (same images, batch size and collation), so the
         fit does not depend on, nor consume, the random stream, and no image is dropped.
+
+        Under DDP the fit runs on rank 0 alone (SyncBatchNorm layers recalibrate locally) and every
+        buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
         """
         loader = _in_order(loader)
+        if distributed.rank() == 0:
+            with distributed.local_batchnorm(self.model):
+                self._fit_scorer_here(loader)
+        distributed.broadcast_buffers(self.model)
+        self._scorer_stale = False
+
+    def _fit_scorer_here(self, loader: Any) -> None:
+        """:meth:`fit_scorer_from_loader` in this process."""
         was_training = self.model.training
         if self.bn_recalibration:
             self.recalibrate_batchnorm(loader)
@@ -465,7 +637,6 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
         with torch.no_grad():
             self.fit_scorer(self._normal_images(loader))
         self.model.train(was_training)
-        self._scorer_stale = False
 
     def batchnorm_calibration_forward(self, images: torch.Tensor) -> None:
         """Run the scorer's forward path on resized normal images ``(B, 3, H, W)`` (for :meth:`recalibrate_batchnorm`).

@@ -5,6 +5,9 @@ from the command line, then load the checkpoint's weights into it. A checkpoint 
 backbone would fail deep inside ``load_state_dict`` with lists of keys. FIRM, MCL and MSC call
 :func:`match_checkpoint_network` from ``on_load_checkpoint``, before the weights are loaded:
 
+- the checkpoint is of another model (``--model MCL --ckpt_path firm.ckpt``): a :class:`ValueError`
+  names both models (the model is recorded under :data:`CHECKPOINT_MODEL_KEY` by ``on_save_checkpoint``;
+  for older checkpoints it is recognised from the scorer's weights);
 - the network fits (same weight names, same parameter shapes): nothing happens;
 - it does not, and every setting behind the difference was left at its default (what a command
   without ``--model.backbone`` builds): a model that can rebuild its network (``rebuild_network``,
@@ -30,6 +33,51 @@ logger = logging.getLogger(__name__)
 
 #: Settings compared first when a model declares no ``network_arguments``.
 DEFAULT_NETWORK_ARGUMENTS = ("backbone",)
+
+#: Checkpoint key holding the name of the model that saved it (``Firm``, ``Mcl``, ``Msc``).
+CHECKPOINT_MODEL_KEY = "anomalib_firm_model"
+
+#: State-dict keys only one model's network has, to recognise checkpoints that do not record their model.
+_MODEL_MARKERS = (("model.gaussians.", "Mcl"), ("model.center", "Msc"), ("model.bank.features", "Firm"))
+
+
+def model_name(module: nn.Module) -> str:
+    """The model's name as recorded in checkpoints (an alias such as ``FIRM`` gives its class's, ``Firm``)."""
+    name = getattr(module, "name", None)
+    return name if isinstance(name, str) else type(module).__name__
+
+
+def checkpoint_model(checkpoint: Mapping[str, Any]) -> str | None:
+    """Name of the model that saved ``checkpoint``: recorded, else recognised from its weights; ``None`` if unknown."""
+    recorded = checkpoint.get(CHECKPOINT_MODEL_KEY)
+    if isinstance(recorded, str):
+        return recorded
+    keys = list(checkpoint.get("state_dict") or {})
+    for prefix, name in _MODEL_MARKERS:
+        if any(key.startswith(prefix) for key in keys):
+            return name
+    return None
+
+
+def match_checkpoint_model(module: nn.Module, checkpoint: Mapping[str, Any]) -> None:
+    """Fail, naming both models, when ``checkpoint`` was saved by another model than ``module``.
+
+    Raises:
+        ValueError: e.g. ``--model MCL --ckpt_path firm.ckpt``.
+    """
+    saved = checkpoint_model(checkpoint)
+    own = model_name(module)
+    if saved is None or saved == own:
+        return
+    trainer = getattr(module, "_trainer", None)
+    path = getattr(trainer, "ckpt_path", None)
+    where = f"The checkpoint {path}" if path else "The checkpoint"
+    msg = (
+        f"{where} holds a {saved} model, not a {own}: load it with `--model {saved}` (or "
+        f"{saved.upper()}) on the anomalib command line, or {saved}.load_from_checkpoint(...) in Python; "
+        f"a {own} needs a checkpoint saved by a {own}."
+    )
+    raise ValueError(msg)
 
 
 def network_mismatch(module: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str = "model.") -> str | None:
@@ -79,8 +127,10 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
         checkpoint: The loaded checkpoint (``state_dict`` and the ``hyper_parameters`` it was trained with).
 
     Raises:
-        ValueError: The network does not fit: the message names the settings of both and what to pass.
+        ValueError: The checkpoint is of another model (:func:`match_checkpoint_model`), or the network
+            does not fit: the message names the settings of both and what to pass.
     """
+    match_checkpoint_model(module, checkpoint)
     state_dict = checkpoint.get("state_dict")
     if state_dict is None:
         return

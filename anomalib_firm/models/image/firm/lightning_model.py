@@ -85,6 +85,9 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             current weights before every bank fit ("precise BN"; default). With the moving averages
             of the last (augmented, 3/4 rotated) training batches alone, a short run on digit 5 fell
             from 0.968 to 0.746 after 2 epochs; recalibrated, 0.983 untrained -> 0.993 after 5.
+        gather_distributed: Under DDP (several processes), compute the loss over the global batch:
+            the embeddings of all ranks are gathered with their gradients (default; see the README's
+            "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
         compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
@@ -129,6 +132,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         warmup_fraction: float = 0.01,
         bn_momentum: float | None = 0.9,
         bn_recalibration: bool = True,
+        gather_distributed: bool = True,
         mixed_precision: bool = True,
         compile_step: bool = False,
         max_epochs: int | None = None,
@@ -161,7 +165,9 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             eval_zoom=eval_zoom,
         )
         set_batchnorm_momentum(self.model, bn_momentum)
-        self.loss = FirmLoss(temperature=temperature, layout=loss_layout, objective=loss)
+        self.loss = FirmLoss(
+            temperature=temperature, layout=loss_layout, objective=loss, gather_distributed=gather_distributed
+        )
         self.views = firm_views(image_size, crop_scale=crop_scale, jitter=jitter, blur_probability=blur_probability)
         self.use_class_labels = use_class_labels
         self.num_neighbors = num_neighbors

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomalib_firm.models.components.distributed import gather_batch, gathering
+
 LossLayout = Literal["pairwise", "concat"]
 LossObjective = Literal["firm", "ntxent", "supcon"]
 _OBJECTIVES: tuple[str, ...] = ("firm", "ntxent", "supcon")
@@ -89,12 +91,19 @@ class FirmLoss(nn.Module):
         layout: ``pairwise`` or ``concat``.
         objective: ``firm`` (default), or the paper's baselines ``ntxent`` and ``supcon`` (see
             the module docstring); same layout, temperature and reduction.
+        gather_distributed: With several processes (DDP), gather the items of all ranks (with
+            gradients) and compute the loss of the global batch (see :mod:`...components.distributed`).
     """
 
     def __init__(
-        self, temperature: float = 0.2, layout: LossLayout = "pairwise", objective: LossObjective = "firm"
+        self,
+        temperature: float = 0.2,
+        layout: LossLayout = "pairwise",
+        objective: LossObjective = "firm",
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        self.gather_distributed = gather_distributed
         if objective not in _OBJECTIVES:
             msg = f"Unknown FIRM loss objective {objective!r}: use one of {_OBJECTIVES}."
             raise ValueError(msg)
@@ -129,6 +138,10 @@ class FirmLoss(nn.Module):
             Scalar loss.
         """
         _check_shapes(view1, view2, is_inlier, class_labels)
+        if gathering(self.gather_distributed):
+            view1, view2, is_inlier, class_labels, rotation_ids = gather_batch(
+                view1, view2, is_inlier, class_labels, rotation_ids
+            )
         positives = firm_positive_mask(is_inlier, class_labels, self.layout, self.objective, rotation_ids)
         if self.layout == "pairwise":
             logits = view1 @ view2.T / self.temperature

@@ -96,6 +96,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         bn_recalibration: Recompute the BatchNorm statistics on the normal training images with the
             current weights before every Gaussian fit ("precise BN"). Off by default: on the
             untrained network it scored 0.60 against 0.98 with the initial statistics (digits, 16 px).
+        gather_distributed: Under DDP (several processes), compute the loss over the global batch:
+            the embeddings of all ranks are gathered with their gradients (default; see the README's
+            "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX
             CPUs; training only).
         compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
@@ -137,6 +140,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         lr_floor: float = 5e-4,
         bn_momentum: float | None = None,
         bn_recalibration: bool = False,
+        gather_distributed: bool = True,
         mixed_precision: bool = True,
         compile_step: bool = False,
         max_epochs: int | None = None,
@@ -184,6 +188,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             beta=beta,
             spa_weight=spa_weight,
             missing_partner=missing_partner,
+            gather_distributed=gather_distributed,
         )
         self.views = mcl_views(image_size, crop_scale=crop_scale)
         self.use_class_labels = use_class_labels

@@ -54,6 +54,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomalib_firm.models.components.distributed import broadcast_from_rank0, gather_batch, gathering
+
 MissingPartnerRule = Literal["exclude", "own_view", "raise"]
 _MISSING_PARTNER_RULES: tuple[str, ...] = ("exclude", "own_view", "raise")
 
@@ -236,6 +238,8 @@ class MaskedContrastiveLoss(nn.Module):
         beta: Weight of the same class in another rotation (2.0).
         spa_weight: Weight of ``L_spa`` in the total (1.0; 0 disables it).
         missing_partner: ``"exclude"``, ``"own_view"`` or ``"raise"``, see above.
+        gather_distributed: With several processes (DDP), gather the items of all ranks (with
+            gradients): masks and partners span the global batch (partners drawn on rank 0).
 
     Example:
         >>> loss_fn = MaskedContrastiveLoss(num_classes=10)
@@ -250,8 +254,10 @@ class MaskedContrastiveLoss(nn.Module):
         beta: float = 2.0,
         spa_weight: float = 1.0,
         missing_partner: MissingPartnerRule = "exclude",
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        self.gather_distributed = gather_distributed
         if num_classes < 1:
             msg = f"num_classes must be >= 1, got {num_classes}."
             raise ValueError(msg)
@@ -312,16 +318,22 @@ class MaskedContrastiveLoss(nn.Module):
             labels: ``(N,)`` integer labels ``class + num_classes * rotation``.
             partners: Optional ``(N,)`` integer item indices, the SPA partner of every item
                 (another item with the same label), ``-1`` for none. Drawn with
-                :func:`sample_partners` when ``None``. Not checked against the labels.
+                :func:`sample_partners` when ``None``. Not checked against the labels. When
+                gathering (DDP), they index the gathered batch and are the same on every rank.
             generator: Random generator for the draw when ``partners`` is ``None``.
 
         Returns:
             :class:`MCLLossOutput` (total, ``L_ccm``, ``L_spa``, number of unpaired anchors).
         """
         self._check_inputs(z1, z2, labels)
+        gathered = gathering(self.gather_distributed)
+        if gathered:
+            z1, z2, labels = gather_batch(z1, z2, labels)  # given partners index the gathered batch
         num_items = z1.shape[0]
         if partners is None:
             partners = sample_partners(labels, generator=generator)
+            if gathered:
+                partners = broadcast_from_rank0(partners)
         else:
             _check_labels(partners, num_items)
             partners = partners.to(device=labels.device, dtype=torch.long)

@@ -36,6 +36,7 @@ import torch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
+from anomalib_firm.models.components import distributed
 from anomalib_firm.models.components.augmentations import msc_views
 from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
@@ -84,6 +85,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             every BatchNorm layer in eval mode (the paper's rule: the ImageNet statistics never
             update, so the fixed centre stays valid), so it changes nothing in training or scoring;
             ``None`` (default) leaves the layers' values.
+        gather_distributed: Under DDP (several processes), compute the loss over the global batch:
+            the embeddings of all ranks are gathered with their gradients (default; see the README's
+            "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
         mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
         compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
         max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
@@ -121,6 +125,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: float = 5e-5,
         momentum: float = 0.0,
         bn_momentum: float | None = None,
+        gather_distributed: bool = True,
         mixed_precision: bool = True,
         compile_step: bool = False,
         max_epochs: int | None = None,
@@ -142,7 +147,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.model = self._build_network(backbone, weights, frozen_modules, num_neighbors, eval_zoom, bn_momentum)
-        self.loss = MeanShiftedContrastiveLoss(temperature=temperature, angular_weight=angular_weight)
+        self.loss = MeanShiftedContrastiveLoss(
+            temperature=temperature, angular_weight=angular_weight, gather_distributed=gather_distributed
+        )
         self.views = msc_views(image_size)
         self.num_neighbors = num_neighbors
         self.bank_compaction = BankCompaction(bank_size, bank_sampling, bank_precision, bank_seed)
@@ -226,7 +233,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         if datamodule is None or not hasattr(datamodule, "train_dataloader"):
             msg = "MSC computes its centre from the normal training images: train it with a data module."
             raise RuntimeError(msg)
-        self.compute_center(batch.images for batch in self._normal_images(datamodule.train_dataloader()))
+        if distributed.rank() == 0:  # under DDP: once, then every rank takes rank 0's
+            self.compute_center(batch.images for batch in self._normal_images(datamodule.train_dataloader()))
+        distributed.broadcast_buffers(self.model)
 
     def compute_center(self, images: Iterator[torch.Tensor]) -> torch.Tensor:
         """Set the centre: mean of the normalised features (evaluation view) of the given normal images.

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomalib_firm.models.components.distributed import gather_batch, gathering
+
 __all__ = ["MeanShiftedContrastiveLoss", "compute_center", "mean_shift", "nt_xent"]
 
 _EPS = 1e-12
@@ -117,6 +119,8 @@ class MeanShiftedContrastiveLoss(nn.Module):
         temperature: NT-Xent temperature (paper: 0.25).
         angular_weight: 0 = plain MSC; > 0 = the angular variant with this weight on its term
             (the authors': 1).
+        gather_distributed: With several processes (DDP), gather the views of all ranks (with
+            gradients): the negatives and means span the global batch.
 
     Example:
         >>> loss_fn = MeanShiftedContrastiveLoss()
@@ -125,8 +129,11 @@ class MeanShiftedContrastiveLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.25, angular_weight: float = 0.0) -> None:
+    def __init__(
+        self, temperature: float = 0.25, angular_weight: float = 0.0, gather_distributed: bool = False
+    ) -> None:
         super().__init__()
+        self.gather_distributed = gather_distributed
         if temperature <= 0:
             msg = f"temperature must be > 0, got {temperature}."
             raise ValueError(msg)
@@ -167,6 +174,8 @@ class MeanShiftedContrastiveLoss(nn.Module):
             ValueError: On mismatching or non-2-D shapes, or a centre of the wrong size.
         """
         self._validate(z1, z2, center)
+        if gathering(self.gather_distributed):
+            z1, z2 = gather_batch(z1, z2)
         center = center.detach().to(dtype=z1.dtype)
         z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         center_direction = F.normalize(center, dim=0, eps=_EPS)
