@@ -43,6 +43,24 @@ def test_scorer_operations_are_the_knn_and_the_feature_path_not_the_layers():
     assert scorer_operations(model, [torch.randn(20, 16, generator=generator)]) == []  # other values: no scorer
 
 
+def test_a_half_precision_bank_is_found_after_the_exporter_normalised_it():
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from anomalib_firm.models.components.compression import scorer_statistics
+    from anomalib_firm.models.components.feature_bank import BankCompaction, FeatureBank
+
+    generator = torch.Generator().manual_seed(0)
+    bank = FeatureBank(1, 16)
+    bank.update(torch.randn(1, 20, 16, generator=generator), BankCompaction(precision="float16"))
+    folded = torch.nn.functional.normalize(bank.features[0].float(), dim=-1)  # what the exporter folds
+    queries = ops.parameter([-1, 16], np.float32, name="queries")
+    similarity = ops.matmul(queries, ops.constant(folded.T.contiguous().numpy()), False, False, name="similarity")
+    model = ov.Model([similarity], [queries])
+    assert scorer_operations(model, [bank.features]) == []  # the stored float16 values alone do not match
+    assert scorer_operations(model, scorer_statistics(bank)) == ["similarity"]
+
+
 @pytest.fixture(scope="module")
 def fitted_firm(
     tmp_path_factory: pytest.TempPathFactory,

@@ -254,6 +254,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--category", default="0", help="normal Fashion-MNIST class (name or index)")
+    parser.add_argument("--banks", nargs="+", choices=("full", "compact"), default=["full", "compact"])
     parser.add_argument("--compact-size", type=int, default=1000, help="features per view of the compact banks")
     parser.add_argument("--min-repeats", type=int, default=3, help="timed calls per measurement, at least")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per measurement, at least")
@@ -272,7 +273,7 @@ def main() -> None:
     settings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="anomalib_firm_bench_") as workdir:
         for name in args.models:
-            for compact in (False, True) if name != "mcl" else (False,):
+            for compact in [bank == "compact" for bank in args.banks] if name != "mcl" else [False]:
                 model_rows, line = benchmark_model(name, compact, args, data, Path(workdir))
                 rows += model_rows
                 settings.append(line)

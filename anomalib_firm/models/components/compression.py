@@ -27,6 +27,7 @@ import torch
 from anomalib.data import ImageBatch
 from anomalib.deploy.export import CompressionType
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms.v2 import functional as TF
 
@@ -48,14 +49,20 @@ SCORER_MODULES: tuple[type[nn.Module], ...] = (FeatureBank, ClassRotationGaussia
 
 
 def scorer_statistics(model: nn.Module) -> list[torch.Tensor]:
-    """The floating-point buffers of every scorer module in ``model`` (banks, Gaussian means and precisions)."""
-    return [
+    """The floating-point buffers of every scorer module in ``model`` (banks, Gaussian means and precisions).
+
+    Each also L2-normalised along its last dimension in float32, as the cosine k-NN uses a bank and
+    the exporter folds it: for a float16 bank the folded values differ from the stored ones by
+    float16 rounding, far more than the tolerance of :func:`scorer_operations`.
+    """
+    buffers = [
         buffer.detach()
         for module in model.modules()
         if isinstance(module, SCORER_MODULES)
         for buffer in module.buffers(recurse=False)
         if buffer.is_floating_point() and buffer.numel() > 0
     ]
+    return [*buffers, *(F.normalize(buffer.float(), dim=-1) for buffer in buffers if buffer.ndim >= 2)]
 
 
 def _holds_statistics(values: np.ndarray, sorted_statistics: np.ndarray, rtol: float = 1e-5) -> bool:
