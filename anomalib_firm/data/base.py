@@ -222,8 +222,7 @@ class InMemoryImageDataset(AnomalibDataset):
         self.category = category
         self.store = ImageStore(arrays.images)
         self.samples = self._make_samples(name, split, arrays, class_names, normal_indices, category)
-        if arrays.paths is None:  # pseudo paths: let anomalib's visualizer find the images in memory
-            visualization.install()
+        if arrays.paths is None:  # pseudo paths: InMemoryImageVisualizer finds the images in memory
             visualization.register_store(f"{name}/{category}/{split}", self.store)
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Lets anomalib's ``ImageVisualizer`` draw images that exist only in memory.
+"""An anomalib ``ImageVisualizer`` that also draws images existing only in memory.
 
 anomalib's ``visualize_image_item`` takes the picture of an item from the file at
 ``item.image_path`` (falling back to ``item.image`` only when the path is ``None``), and
@@ -6,30 +6,32 @@ the visualizer names its output file after that same path. The in-memory dataset
 pseudo paths (``<dataset>/<category>/<split>/<class>/<index>.png``) that exist on no
 disk, so the stock visualizer would fail in every test loop.
 
-:func:`install` wraps the ``visualize_image_item`` that ``ImageVisualizer`` calls, once:
-for an item of our :class:`~anomalib_firm.data.batch.OneVsRestImageItem` whose path is a
-registered pseudo path, the original image is taken from the split's in-memory tensor
-(exactly what a file would have held) and the pseudo path still names the saved file.
-Any other item goes to anomalib's function unchanged.
+:class:`InMemoryImageVisualizer` is what our models configure by default (anomalib's
+extension point, ``configure_visualizer``): for an item whose path is a pseudo path
+registered by a data set (:func:`register_store`), the original image is taken from the
+split's in-memory tensor (exactly what a file would have held) and the pseudo path still
+names the saved file; other items are drawn and saved as anomalib's visualizer does. Nothing
+of anomalib is replaced. Another anomalib model tested on our data modules needs it too:
+``--model.visualizer anomalib_firm.data.visualization.InMemoryImageVisualizer`` (or ``false``).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from anomalib.data import ImageBatch  # first: anomalib.visualization imported before anomalib.data is circular
+from anomalib.utils.path import generate_output_filename
+from anomalib.visualization import ImageVisualizer
 
 from anomalib_firm.data.batch import OneVsRestImageItem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from lightning.pytorch import LightningModule, Trainer
 
     from anomalib_firm.data.base import ImageStore
-
-logger = logging.getLogger(__name__)
 
 #: ``"<dataset>/<category>/<split>"`` -> the split's image store (weakly held).
 _STORES: dict[str, weakref.ref[ImageStore]] = {}
@@ -58,24 +60,47 @@ def original_image(image_path: str) -> torch.Tensor | None:
     return store.images[int(stem)].to(torch.float32).div(255.0).expand(3, -1, -1)
 
 
-def _in_memory_aware(visualize: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(visualize)
-    def visualize_image_item(item: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(item, OneVsRestImageItem) and item.image_path:
-            image = original_image(item.image_path)
-            if image is not None:
-                item = item.update(in_place=False, image=image, image_path=None)
-        return visualize(item, *args, **kwargs)
-
-    visualize_image_item._anomalib_firm_in_memory = True  # type: ignore[attr-defined]
-    return visualize_image_item
+def in_memory_item(item: Any) -> Any:
+    """``item`` with the in-memory picture as ``image`` and no path if it has a pseudo path; else ``item``."""
+    if isinstance(item, OneVsRestImageItem) and item.image_path:
+        image = original_image(item.image_path)
+        if image is not None:
+            return item.update(in_place=False, image=image, image_path=None)
+    return item
 
 
-def install() -> None:
-    """Wrap the ``visualize_image_item`` used by anomalib's ``ImageVisualizer`` (once; later calls do nothing)."""
-    from anomalib.visualization.image import visualizer
+class InMemoryImageVisualizer(ImageVisualizer):
+    """anomalib's :class:`ImageVisualizer` (same options), drawing in-memory images from memory.
 
-    if getattr(visualizer.visualize_image_item, "_anomalib_firm_in_memory", False):
-        return
-    visualizer.visualize_image_item = _in_memory_aware(visualizer.visualize_image_item)
-    logger.debug("anomalib's ImageVisualizer now draws in-memory images of the one-vs-rest data modules.")
+    Test and prediction batches go to anomalib's own loop unless they hold in-memory items; then
+    each item is drawn with :meth:`ImageVisualizer.visualize` from its in-memory picture and saved
+    where anomalib's loop would have saved it (the file named after the item's pseudo path).
+    """
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: ImageBatch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Draw and save every item of ``batch`` (anomalib's ``on_predict_batch_end`` calls this too)."""
+        drawable = [in_memory_item(item) for item in batch]
+        if all(item.image_path is not None for item in drawable):  # nothing in memory: anomalib's own loop
+            super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+            return
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "images"
+        datamodule = getattr(trainer, "datamodule", None)
+        for item, drawn in zip(batch, drawable, strict=True):
+            picture = self.visualize(drawn)
+            if picture is not None:
+                filename = generate_output_filename(
+                    input_path=item.image_path or "",
+                    output_path=self.output_dir,
+                    dataset_name=getattr(datamodule, "name", None),
+                    category=getattr(datamodule, "category", None),
+                )
+                picture.save(filename)

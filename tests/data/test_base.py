@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,10 +234,10 @@ def test_memory_accounting(digits):
     assert digits.test_data.images.shape == (901, 1, 8, 8)  # grey: one channel in memory
 
 
-def test_visualizer_finds_in_memory_images(digits):
-    from anomalib.visualization.image import visualizer
+def test_visualizer_finds_in_memory_images(digits, tmp_path):
+    from anomalib.visualization import ImageVisualizer
 
-    from anomalib_firm.data.visualization import original_image
+    from anomalib_firm.data.visualization import InMemoryImageVisualizer, original_image
 
     dataset = digits.test_data
     row = dataset.samples.iloc[10]
@@ -243,6 +245,23 @@ def test_visualizer_finds_in_memory_images(digits):
     assert torch.equal(image, dataset.images[row["index"]].float().div(255).expand(3, -1, -1))
     assert original_image("Digits/3+5/test/0/99999.png") is None
     assert original_image("elsewhere/a.png") is None
-    item = dataset[10]
-    picture = visualizer.visualize_image_item(item, fields=["image"], text_config={"enable": False})
-    assert picture is not None
+
+    batch = dataset.__getitems__([10, 11, 12])
+    visualizer = InMemoryImageVisualizer(fields=["image"], overlay_fields=[], text_config={"enable": False})
+    trainer = types.SimpleNamespace(default_root_dir=tmp_path, datamodule=digits)
+    visualizer.on_predict_batch_end(trainer, None, batch, batch, 0)
+    saved = sorted(path.relative_to(tmp_path / "images") for path in tmp_path.rglob("*.png"))
+    assert saved == sorted(Path(path).relative_to("Digits/3+5") for path in batch.image_path)
+    with pytest.raises(FileNotFoundError):  # what anomalib's own visualizer does with a pseudo path
+        ImageVisualizer(fields=["image"]).on_test_batch_end(trainer, None, batch, batch, 0)
+
+
+def test_creating_a_data_set_replaces_nothing_of_anomalib():
+    from anomalib.visualization.image import item_visualizer, visualizer
+
+    before = visualizer.visualize_image_item
+    assert before is item_visualizer.visualize_image_item  # anomalib's own function, never wrapped
+    datamodule = Digits(category=1)
+    datamodule.setup()
+    assert datamodule.test_data.samples.image_path.iloc[0].startswith("Digits/")  # in-memory pseudo paths
+    assert visualizer.visualize_image_item is before

@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import Resize
 
 from anomalib_firm.data import CIFAR10, CIFAR100, MNIST, ClassFolder, Digits, FashionMNIST
 from anomalib_firm.data.batch import OneVsRestImageBatch
+from anomalib_firm.data.visualization import InMemoryImageVisualizer
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 
@@ -35,7 +36,8 @@ class _Recorder(AnomalibModule):
     """Tiny model that records what reaches ``training_step``."""
 
     def __init__(self) -> None:
-        super().__init__(pre_processor=PreProcessor(transform=Resize((16, 16))))
+        # In-memory images: anomalib's own ImageVisualizer would open their pseudo paths as files.
+        super().__init__(pre_processor=PreProcessor(transform=Resize((16, 16))), visualizer=InMemoryImageVisualizer())
         self.model = _MeanDistance()
         self.seen: list[tuple] = []
 
@@ -102,6 +104,13 @@ def test_engine_fit_and_test(tmp_path, accelerator):
     assert run_dir.is_dir()
     images = list(run_dir.rglob("*.png"))
     assert len(images) == len(test_labels)  # the visualizer saved each tested item
+
+
+def test_our_models_draw_in_memory_images_by_default():
+    from anomalib_firm.models import Firm, Mcl, Msc
+
+    for model in (Firm, Msc, Mcl):
+        assert type(model.configure_visualizer()) is InMemoryImageVisualizer
 
 
 def _config_overrides(name: str, tmp_path: Path) -> dict[str, str]:

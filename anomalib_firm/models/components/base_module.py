@@ -39,6 +39,7 @@ from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import AUROC, Evaluator, F1Score
 from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import ImageVisualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -265,6 +266,16 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
                 F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
             ],
         )
+
+    @classmethod
+    def configure_visualizer(cls) -> ImageVisualizer:
+        """The image visualizer of anomalib, also drawing the in-memory images of our data modules (same files).
+
+        See :class:`anomalib_firm.data.visualization.InMemoryImageVisualizer`; nothing of anomalib is replaced.
+        """
+        from anomalib_firm.data.visualization import InMemoryImageVisualizer  # models need not load the data modules
+
+        return InMemoryImageVisualizer()
 
     def to_onnx(
         self,
