@@ -6,14 +6,14 @@ import warnings
 
 import pytest
 import torch
+from mcl_reference import naive_mcl_loss
 
 from anomalib_firm.models.image.mcl.loss import (
     MaskedContrastiveLoss,
-    pair_weights,
+    item_pair_weights,
     partner_view_index,
     sample_partners,
 )
-from anomalib_firm.models.image.mcl.reference import naive_mcl_loss
 
 T, ALPHA, BETA = 0.2, 0.05, 2.0
 
@@ -36,7 +36,9 @@ def test_pair_weights_hand_built() -> None:
     # C = 2. Items: 0 = (class 0, rot 0), 1 = (class 0, rot 0), 2 = (class 1, rot 0),
     # 3 = (class 0, rot 1), 4 = (class 1, rot 3).
     labels = torch.tensor([0, 0, 1, 2, 7])
-    weights = pair_weights(labels, num_classes=2, temperature=T, alpha=ALPHA, beta=BETA)
+    # Over the rows of [z1; z2]: the item weights in the four view blocks, self pairs (removed by the loss) 0.
+    weights = item_pair_weights(labels, num_classes=2, temperature=T, alpha=ALPHA, beta=BETA).repeat(2, 2)
+    weights.diagonal().zero_()
     d, a, b, o = 1 / T, ALPHA, BETA, 1 / T  # different class, same cell, same class other rotation, own view
     s = 0.0  # self (excluded from the softmax by the loss)
     # fmt: off

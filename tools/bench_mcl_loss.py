@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as common
+
 from anomalib_firm.models.image.mcl.loss import MaskedContrastiveLoss, sample_partners
-from anomalib_firm.models.image.mcl.reference import naive_mcl_loss
+
+naive_mcl_loss = common.test_reference("mcl_reference").naive_mcl_loss
 
 
 def timed(step: Callable[[], None], repeats: int, device: torch.device) -> float:

@@ -85,11 +85,6 @@ class ImageStore:
     def __deepcopy__(self, memo: dict[int, Any]) -> ImageStore:
         return self
 
-    @property
-    def nbytes(self) -> int:
-        """Memory taken by the image tensor, in bytes."""
-        return self.images.numel() * self.images.element_size()
-
 
 @dataclass
 class SplitArrays:

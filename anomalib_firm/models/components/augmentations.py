@@ -35,12 +35,6 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
-def random_flip(images: torch.Tensor, probability: float, dim: int = -1) -> torch.Tensor:
-    """Flip each image along ``dim`` (-1: horizontal, -2: vertical) with ``probability``."""
-    flip = torch.rand(images.shape[0], device=images.device) < probability
-    return torch.where(_per_sample(flip), images.flip(dim), images)
-
-
 def random_grayscale(images: torch.Tensor, probability: float) -> torch.Tensor:
     """Replace each image by its luma (kept 3-channel) with ``probability``."""
     grey = torch.rand(images.shape[0], device=images.device) < probability

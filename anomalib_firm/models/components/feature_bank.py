@@ -181,5 +181,3 @@ class FeatureBank(DynamicBufferMixin):
         """(views, Q, D) -> (views, Q) summed squared L2 distance to the k nearest of each view's bank."""
         self._check_filled()
         return knn_squared_l2(queries, self.features.to(queries.dtype), k)
-
-    forward = cosine_topk

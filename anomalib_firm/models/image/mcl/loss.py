@@ -4,7 +4,7 @@ The batch holds ``N`` items, every training image in all four rotations, each wi
 augmented views ``z1[i]`` and ``z2[i]`` and a label ``class + num_classes * rotation``. The
 loss works on the ``2N x 2N`` cosine-similarity matrix over ``[z1; z2]`` (row ``i`` and row
 ``i + N`` are the two views of item ``i``), clamped below at ``1e-7``. Every logit is the
-similarity times a pair weight (see :func:`pair_weights`):
+similarity times a pair weight (see :func:`item_pair_weights`):
 
 ======================================================  ============
 pair (anchor ``i``, candidate ``k``)                     weight
@@ -42,7 +42,7 @@ step drops ``L_spa`` for the whole batch inside a bare ``try``. Here the rule is
 
 The implementation is fully vectorised: one similarity matmul, an ``(N, N)`` item weight matrix
 broadcast over the four view blocks, two ``cross_entropy`` calls; no Python loop over rows.
-A per-row reference lives in :mod:`anomalib_firm.models.image.mcl.reference`.
+A per-row reference lives with the tests (``tests/mcl_reference.py``).
 """
 
 from __future__ import annotations
@@ -150,38 +150,6 @@ def item_pair_weights(
         same_class, torch.where(same_rotation, constant(alpha), constant(beta)), constant(1 / temperature)
     )
     weights.diagonal().fill_(1.0 / temperature)
-    return weights
-
-
-def pair_weights(
-    labels: torch.Tensor,
-    num_classes: int,
-    *,
-    temperature: float = 0.2,
-    alpha: float = 0.05,
-    beta: float = 2.0,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Pair weights ``w_ik`` of the class-conditional mask over the rows of ``[z1; z2]``.
-
-    For inspection and tests; the loss uses the equivalent :func:`item_pair_weights`.
-
-    Args:
-        labels: ``(N,)`` integer labels ``class + num_classes * rotation`` of the items; row
-            ``i`` and row ``i + N`` of the result belong to item ``i``.
-        num_classes: ``C``, used to decode ``class = label % C`` and ``rotation = label // C``.
-        temperature: ``t``; own partner view and different classes get ``1 / t``.
-        alpha: Weight of another item with the same class and rotation.
-        beta: Weight of the same class in another rotation.
-        dtype: Floating dtype of the result.
-
-    Returns:
-        ``(2N, 2N)`` weights. The diagonal (self pairs) is 0, but self pairs are not part of the
-        softmax at all: the loss removes them, it does not give them logit 0.
-    """
-    item_weights = item_pair_weights(labels, num_classes, temperature=temperature, alpha=alpha, beta=beta, dtype=dtype)
-    weights = item_weights.repeat(2, 2)
-    weights.diagonal().zero_()
     return weights
 
 

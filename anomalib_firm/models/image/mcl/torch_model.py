@@ -118,10 +118,6 @@ class MclModel(nn.Module):
         rotated, _ = expand_rotations(torch.cat([images, images.flip(-1)]))  # (4 * 2 * B): rotation, flip, image
         return self.embed(rotated).view(NUM_SEI_VIEWS, batch, -1)
 
-    def class_distances(self, images: torch.Tensor) -> torch.Tensor:
-        """SEI distance of every image to every normal class: ``(B, 3, H, W)`` -> ``(B, C)``."""
-        return self.gaussians.class_distances(self.sei_features(images), self.sei_rotation_ids)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Embeddings in training mode; SEI anomaly scores ``(B,)`` (higher = more anomalous) in eval mode."""
         if self.training:

@@ -1,8 +1,8 @@
-"""Naive per-row reference of the MCL loss, for tests and the benchmark only.
+"""Naive per-row reference of the MCL loss, for the tests and the benchmarks (not shipped in the wheel).
 
 Written straight from the paper's formula, one anchor at a time, sharing no code with
 :mod:`anomalib_firm.models.image.mcl.loss` (weights are decided row by row here, not taken from
-:func:`~anomalib_firm.models.image.mcl.loss.pair_weights`). Slow by design: do not train with it.
+:func:`~anomalib_firm.models.image.mcl.loss.item_pair_weights`). Slow by design: do not train with it.
 """
 
 from __future__ import annotations
