@@ -28,6 +28,7 @@ from anomalib_firm.data import Digits
 from anomalib_firm.data.batch import OneVsRestImageBatch
 from anomalib_firm.models import MCL, Mcl
 from anomalib_firm.models.components.rotations import expand_rotations, rotate
+from anomalib_firm.models.image.mcl.loss import item_pair_weights
 from anomalib_firm.models.image.mcl.torch_model import flip_base_images
 
 IMAGE_SIZE = 16
@@ -123,6 +124,22 @@ def test_item_labels_of_both_modes():
         6,
         7,
     ]
+
+
+def test_one_class_loss_treats_the_rotations_as_classes():
+    """One-class: other rotations are full negatives (1 / t), same rotation the masked alpha; no beta pair.
+
+    With one class and the rotations as "same class, other rotation" (beta) the loss has no full-weight
+    negative and collapses (model README); this pins the fix.
+    """
+    model = Mcl(**TINY, temperature=0.2, alpha=0.05, beta=2.0)
+    _, rotation_ids = expand_rotations(torch.zeros(2, 3, 8, 8))
+    labels = model.item_labels(None, rotation_ids)
+    weights = item_pair_weights(labels, model.loss.num_classes, temperature=0.2, alpha=0.05, beta=2.0)
+    same_rotation = rotation_ids[:, None] == rotation_ids[None, :]
+    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+    assert torch.allclose(weights[~same_rotation], torch.tensor(5.0))
+    assert torch.allclose(weights[same_rotation & off_diagonal], torch.tensor(0.05))
 
 
 def test_compute_loss_sees_two_views_of_every_rotation_in_one_forward():
