@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anomalib_firm.data.digits import write_digits_folder as write_digits
+
 if TYPE_CHECKING:
     from anomalib.data import Folder
 
@@ -148,30 +150,16 @@ def metric(output: str, name: str) -> float:
 
 
 def write_digits_folder(root: Path, normal_digit: int = 0, num_train: int = 40, num_test: int = 16) -> Path:
-    """Write ``root/{train/good, test/good, test/bad}`` PNGs (16x16 RGB) from sklearn's digits."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images / 16 * 255).astype(np.uint8)
-    normal = np.flatnonzero(digits.target == normal_digit)
-    other = np.flatnonzero(digits.target != normal_digit)
-    layout = {
-        "train/good": normal[:num_train],
-        "test/good": normal[num_train : num_train + num_test],
-        "test/bad": other[::37][:num_test],
-    }
-    for folder, indices in layout.items():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for index in indices:
-            image = Image.fromarray(images[index]).resize((16, 16), Image.NEAREST).convert("RGB")
-            image.save(root / folder / f"{index:04d}.png")
+    """A tiny digits Folder tree under ``root`` (16 px, as many anomalous as normal test images); return ``root``."""
+    write_digits(root, normal_digit, size=16, num_train=num_train, num_test=num_test, anomalies_per_normal=1)
     return root
 
 
 def folder_test_images(root: Path) -> torch.Tensor:
     """All test PNGs of the digits Folder tree as one (N, 3, H, W) float batch in [0, 1]."""
     paths = sorted((root / "test").glob("*/*.png"))
-    return torch.stack([torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1) for path in paths]).float() / 255
+    images = [torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1) for path in paths]
+    return torch.stack(images).float() / 255
 
 
 def max_openvino_score_difference(xml: Path, model: torch.nn.Module, images: torch.Tensor) -> float:

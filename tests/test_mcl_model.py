@@ -206,6 +206,12 @@ def test_labelled_training_logs_loss_parts_and_scales_lr(labelled):
     assert 0.6 < logged["image_AUROC"] <= 1.0  # above chance after one short epoch
 
 
+def test_learning_rate_rule():
+    """The paper's lr 0.3 per 256 items: 1.2 at its 1,024 items per step; as given without ``scale_lr``."""
+    assert Mcl(**TINY).learning_rate(1024) == pytest.approx(1.2)
+    assert Mcl(**TINY, lr=0.1, scale_lr=False).learning_rate(1024) == pytest.approx(0.1)
+
+
 def test_labelled_gaussians_are_the_class_rotation_statistics(labelled):
     model, datamodule, _ = labelled
     gaussians = model.model.gaussians

@@ -12,9 +12,7 @@ both implementations with the same partners and prints a table plus their larges
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,19 +26,9 @@ from anomalib_firm.models.image.mcl.loss import MaskedContrastiveLoss, sample_pa
 naive_mcl_loss = common.test_reference("mcl_reference").naive_mcl_loss
 
 
-def timed(step: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``step`` in milliseconds, after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def timed_ms(step: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``step`` in milliseconds over ``repeats`` runs, after one warm-up call."""
+    return 1e3 * common.time_per_call(step, device, min_repeats=repeats, min_seconds=0.0, max_repeats=repeats)
 
 
 def main() -> None:
@@ -90,17 +78,18 @@ def main() -> None:
         difference = (vectorised() - naive()).abs().item()
     rows = []
     for name, loss, repeats in (("vectorised", vectorised, args.repeats), ("naive per-row", naive, args.naive_repeats)):
-        rows.append((name, timed(forward_only(loss), repeats, device), timed(forward_backward(loss), repeats, device)))
+        rows.append(
+            (name, timed_ms(forward_only(loss), repeats, device), timed_ms(forward_backward(loss), repeats, device))
+        )
 
     print(
         f"MCL loss, N = {num_items} items (4 rotations x {args.images} images), 2N = {2 * num_items} rows, "
-        f"D = {args.dim}, C = {args.classes}, device {device}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads"
+        f"D = {args.dim}, C = {args.classes}, device {device}"
     )
-    print(f"{'implementation':<16}{'forward ms':>12}{'fwd+bwd ms':>12}{'speed-up (fwd+bwd)':>20}")
+    print(common.hardware_description(device))
     naive_total = rows[1][2]
-    for name, forward_ms, total_ms in rows:
-        print(f"{name:<16}{forward_ms:>12.1f}{total_ms:>12.1f}{naive_total / total_ms:>19.1f}x")
+    table = [(name, f"{forward:.1f}", f"{total:.1f}", f"{naive_total / total:.1f}x") for name, forward, total in rows]
+    print(common.format_table(["implementation", "forward ms", "fwd+bwd ms", "speed-up (fwd+bwd)"], table))
     print(f"|vectorised - naive| on the loss: {difference:.2e}")
 
 

@@ -74,12 +74,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
 from anomalib_firm.models.components.precision import native_bf16
+from anomalib_firm.models.components.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.image.firm.torch_model import CIFAR_MEAN, CIFAR_STD
 
 MODELS = ("firm", "mcl", "msc")
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Backbone names of ``--msc-backbones`` and the weights each is built with.
 MSC_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-package", "resnet152": "random", "resnet18": "random"}
 
@@ -150,7 +148,7 @@ def build_optimizer(module: nn.Module, case: Case) -> torch.optim.Optimizer:
     """The model's own SGD settings (no schedule: it costs nothing per step)."""
     parameters = [parameter for parameter in module.model.parameters() if parameter.requires_grad]
     if case.model == "mcl":
-        lr = module.lr * case.batch_items / 256 if module.scale_lr else module.lr
+        lr = module.learning_rate(case.batch_items)
         return torch.optim.SGD(
             parameters, lr=lr, momentum=module.momentum, weight_decay=module.weight_decay, nesterov=True
         )

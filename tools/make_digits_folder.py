@@ -4,7 +4,8 @@ One digit is normal. ``train/good`` holds that digit's training half (scikit-lea
 images split by the ``Digits`` data module's fixed seed), ``test/good`` its test half and
 ``test/bad`` a random draw, twice as many, of the other digits' test images. Images are
 grey PNGs upscaled with nearest-neighbour (8x8 -> ``--size``), so the files look like small
-inspection crops. The tree is the same at every run (fixed seeds).
+inspection crops. The tree is the same at every run (fixed seeds); the writer is
+:func:`anomalib_firm.data.digits.write_digits_folder` (the tests' Folder tree uses it too).
 
 Usage (then train with the stock command)::
 
@@ -18,36 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
-
-from anomalib_firm.data.digits import split_digits
-
-
-def write_digits_folder(root: Path, digit: int, size: int = 32, anomalies_per_normal: int = 2, seed: int = 0) -> dict:
-    """Write the tree under ``root``; return the number of images per folder."""
-    digits = load_digits()
-    images = (digits.images * (255 / 16)).round().astype(np.uint8)
-    labels = digits.target
-    train, test = split_digits(labels)
-    normal_test = test[labels[test] == digit]
-    other_test = test[labels[test] != digit]
-    rng = np.random.default_rng(seed)
-    count = min(len(other_test), anomalies_per_normal * len(normal_test))
-    anomalous = np.sort(rng.choice(other_test, size=count, replace=False))
-    folders = {
-        "train/good": train[labels[train] == digit],
-        "test/good": normal_test,
-        "test/bad": anomalous,
-    }
-    for folder, positions in folders.items():
-        directory = root / folder
-        directory.mkdir(parents=True, exist_ok=True)
-        for position in positions:
-            image = Image.fromarray(images[position]).resize((size, size), Image.Resampling.NEAREST)
-            image.save(directory / f"{position:04d}_digit{labels[position]}.png")
-    return {folder: len(positions) for folder, positions in folders.items()}
+from anomalib_firm.data.digits import write_digits_folder
 
 
 def main() -> None:

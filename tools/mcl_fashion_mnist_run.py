@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import time
 import warnings
 
 import _bench_common as common
-import torch
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_firm.data import FashionMNIST
 from anomalib_firm.models import Mcl
+from anomalib_firm.models.image.mcl.lightning_model import LR_REFERENCE_BATCH
 
 
 def main() -> None:
@@ -79,19 +77,17 @@ def main() -> None:
     cpu_time = time.process_time() - cpu_start
 
     trainer = engine.trainer
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else common.cpu_model()
     lr = trainer.optimizers[0].param_groups[0]["initial_lr"]
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
     num_train, num_val, num_test = len(datamodule.train_data), len(datamodule.val_data), len(datamodule.test_data)
+    rule = f"{model.lr:g} x items / {LR_REFERENCE_BATCH}" if model.scale_lr else "not scaled"
     rows = [
         ("model", f"MCL one-class, {args.backbone}, head 512-2048-128, SEI harmonic over 8 views"),
         ("protocol", f"Fashion-MNIST, normal class {datamodule.category!r} vs the 9 others"),
         ("train", f"{num_train} normal images (seeded subset of 6,000), {args.image_size} px, no normalisation"),
         ("validation / test", f"{num_val} / {num_test} images (stratified subset of the 10,000 test images)"),
-        ("hardware", f"{device}, {torch.get_num_threads()} threads (OMP_NUM_THREADS={threads})"),
-        ("software", f"torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"),
+        ("hardware", common.hardware_description(model.device)),
         ("epochs / steps", f"{args.epochs} / {trainer.global_step}"),
-        ("batch", f"{args.batch_size} images = {4 * args.batch_size} items, lr {lr:.4g} (0.3 x items / 256), cosine"),
+        ("batch", f"{args.batch_size} images = {4 * args.batch_size} items, lr {lr:.4g} ({rule}), cosine"),
         ("seed", str(args.seed)),
         ("image_AUROC", f"{metrics['image_AUROC']:.4f}"),
         ("image_F1Score", f"{metrics['image_F1Score']:.4f}"),

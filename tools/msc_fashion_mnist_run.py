@@ -1,8 +1,9 @@
 """One real MSC run on Fashion-MNIST (one-vs-rest), small enough for a 2-core CPU.
 
 Protocol: one class is normal; MSC trains on a fixed random subset of that class's training
-images (``--num-train``, seeded) and is tested on the WHOLE Fashion-MNIST test set (10,000
-images: the normal class is label 0, the nine others are anomalies). The image ROC-AUC is
+images (``--num-train``: the data module's seeded ``max_train_images``, as in every other
+tool) and is tested on the WHOLE Fashion-MNIST test set (10,000 images: the normal class is
+label 0, the nine others are anomalies). The image ROC-AUC is
 computed here, with scikit-learn, on the raw k-NN scores (sum of squared L2 distances to the
 k = 2 nearest normal features), on the same test images:
 
@@ -40,25 +41,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from anomalib_firm.data import FashionMNIST
-from anomalib_firm.data.base import SplitArrays
 from anomalib_firm.models import Msc
-
-
-class FashionMNISTSubset(FashionMNIST):
-    """Fashion-MNIST one-vs-rest with a fixed random subset of the normal training images."""
-
-    def __init__(self, num_train: int, subset_seed: int, **kwargs: object) -> None:
-        self.num_train = num_train
-        self.subset_seed = subset_seed
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-
-    def _load_train(self, class_indices: list[int]) -> SplitArrays:
-        arrays = super()._load_train(class_indices)
-        if self.num_train <= 0 or self.num_train >= len(arrays.images):
-            return arrays
-        generator = torch.Generator().manual_seed(self.subset_seed)
-        keep = torch.randperm(len(arrays.images), generator=generator)[: self.num_train].sort().values
-        return SplitArrays(images=arrays.images[keep], class_index=arrays.class_index[keep])
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,17 +65,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def describe_hardware() -> str:
-    """GPU name, or CPU model and the number of threads torch uses, plus the machine load."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    cpu = common.cpu_model()
-    load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {torch.get_num_threads()} torch threads{load}"
-
-
 @torch.no_grad()
-def evaluate(model: Msc, datamodule: FashionMNISTSubset) -> tuple[float, float]:
+def evaluate(model: Msc, datamodule: FashionMNIST) -> tuple[float, float]:
     """Rebuild the bank from the normal training images, score the whole test set; return (AUROC, seconds)."""
     start = time.perf_counter()
     model.eval()
@@ -118,9 +92,8 @@ def main() -> None:
     seed_everything(args.seed, workers=True)
 
     category: int | str = int(args.category) if args.category.isdigit() else args.category
-    datamodule = FashionMNISTSubset(
-        num_train=args.num_train,
-        subset_seed=args.seed,
+    datamodule = FashionMNIST(
+        max_train_images=args.num_train if args.num_train > 0 else None,
         root=args.root,
         category=category,
         train_batch_size=args.batch_size,
@@ -184,14 +157,14 @@ def main() -> None:
     schedule = f"{args.epochs} epochs, {steps} steps, batch {args.batch_size}"
     rows = [
         ("protocol", f"Fashion-MNIST one-vs-rest, normal class {datamodule.category}"),
-        ("train images", f"{num_train} of the class's 6,000 (random subset, seed {args.seed})"),
+        ("train images", f"{num_train} of the class's 6,000 (max_train_images, seed {args.seed})"),
         ("test images", f"{num_test} (whole test set, {num_normal} normal)"),
         ("backbone", f"{args.backbone} ({args.weights}), frozen {list(model.model.backbone.frozen_modules)}"),
         ("input", f"{args.image_size} px (grey -> 3 channels), eval view zoom 256/224 + centre crop"),
         ("schedule", f"{schedule}, SGD lr {args.lr:g} wd {args.weight_decay:g}, no momentum"),
         ("loss", f"mean-shifted NT-Xent t=0.25, angular weight {args.angular_weight:g}"),
         ("score", "sum of squared L2 to the 2 nearest normalised training features"),
-        ("hardware", describe_hardware()),
+        ("hardware", f"{common.hardware_description(model.device)}; load average {common.load_average()}"),
         ("seed", str(args.seed)),
         ("AUROC epoch 0 (pretrained k-NN)", f"{auroc_before:.4f}"),
         (f"AUROC after MSC ({args.epochs} epochs)", f"{auroc_after:.4f}"),

@@ -4,7 +4,8 @@
 (0..16) of the digits 0..9. They are split once, per class, into halves by a fixed seed
 (896 training and 901 test images, identical at every run and for every category), and
 the grey levels are scaled to ``uint8`` 0..255. The smallest real data set: meant for
-quick starts and fast tests.
+quick starts and fast tests. :func:`write_digits_folder` writes the same images as an anomalib
+``Folder`` tree (PNG files), for the stock file-based data modules.
 
 Example:
     >>> from anomalib_firm.data import Digits
@@ -17,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +34,15 @@ logger = logging.getLogger(__name__)
 #: Seed of the fixed train/test split (independent of the ``seed`` argument, which seeds validation).
 SPLIT_SEED = 0
 DIGITS_CLASSES = [str(digit) for digit in range(10)]
+
+
+def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: ``uint8`` images ``(1797, 8, 8)`` (grey levels 0..16 scaled to 0..255) and labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return images, digits.target.astype(np.int64)
 
 
 def split_digits(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -122,17 +133,66 @@ class Digits(OneVsRestDataModule):
 
     @staticmethod
     def _read(split: str) -> SplitArrays:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]
-        labels = digits.target.astype(np.int64)
+        images, labels = load_digit_images()
         train, test = split_digits(labels)
         positions = train if split == "train" else test
-        return SplitArrays(images=torch.from_numpy(images[positions]), class_index=torch.from_numpy(labels[positions]))
+        return SplitArrays(
+            images=torch.from_numpy(images[positions, None]), class_index=torch.from_numpy(labels[positions])
+        )
 
     def _load_train(self, class_indices: list[int]) -> SplitArrays:
         return self._read("train").select(class_indices)
 
     def _load_test(self) -> SplitArrays:
         return self._read("test")
+
+
+def write_digits_folder(
+    root: Path | str,
+    digit: int = 0,
+    size: int = 32,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    anomalies_per_normal: int = 2,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write one digit as a one-vs-rest anomalib ``Folder`` tree under ``root``; return the images per folder.
+
+    ``train/good`` holds the digit's training images and ``test/good`` its test images (the
+    :class:`Digits` split, so the same images as ``Digits(category=digit)``); ``test/bad`` a seeded
+    draw of ``anomalies_per_normal`` times as many test images of the other digits. Grey PNGs,
+    upscaled 8x8 -> ``size`` with nearest neighbour, named ``<position>_digit<label>.png``
+    (position in scikit-learn's set). The tree is the same at every run.
+
+    Args:
+        root: Folder to write (created).
+        digit: The normal digit.
+        size: Side of the written images in pixels.
+        num_train: Keep the first this many training images (``None``: all, about 90).
+        num_test: Keep the first this many normal test images (``None``: all, about 90).
+        anomalies_per_normal: Anomalous test images per normal test image (fewer if the set runs out).
+        seed: Seed of the anomalous draw.
+
+    Example:
+        >>> write_digits_folder("digits5", digit=5)  # doctest: +SKIP
+        {'train/good': 91, 'test/good': 91, 'test/bad': 182}
+    """
+    from PIL import Image
+
+    images, labels = load_digit_images()
+    train, test = split_digits(labels)
+    normal_test = test[labels[test] == digit][:num_test]
+    other_test = test[labels[test] != digit]
+    count = min(len(other_test), anomalies_per_normal * len(normal_test))
+    folders = {
+        "train/good": train[labels[train] == digit][:num_train],
+        "test/good": normal_test,
+        "test/bad": np.sort(np.random.default_rng(seed).choice(other_test, size=count, replace=False)),
+    }
+    for folder, positions in folders.items():
+        directory = Path(root) / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        for position in positions:
+            image = Image.fromarray(images[position]).resize((size, size), Image.Resampling.NEAREST)
+            image.save(directory / f"{position:04d}_digit{labels[position]}.png")
+    return {folder: len(positions) for folder, positions in folders.items()}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.datasets import load_digits
 
 from anomalib_firm.data import Digits
-from anomalib_firm.data.digits import split_digits
+from anomalib_firm.data.digits import split_digits, write_digits_folder
 
 
 def test_split_sizes_and_stratification():
@@ -69,3 +70,18 @@ def test_batches_have_three_channels():
     assert batch.image.shape == (32, 3, 8, 8)
     assert float(batch.image.max()) <= 1.0
     assert (batch.class_label == 0).all()
+
+
+def test_folder_tree_holds_the_data_modules_images(tmp_path):
+    counts = write_digits_folder(tmp_path, digit=3, size=8)
+    datamodule = Digits(category=3, val_split_mode="none")
+    datamodule.setup()
+    train = datamodule.train_data
+    assert counts["train/good"] == len(train)
+    written = np.stack([np.array(Image.open(path)) for path in sorted((tmp_path / "train/good").glob("*.png"))])
+    assert np.array_equal(written, train.images[:, 0].numpy())  # the same images as Digits(category=3), same order
+    normal_test = int((datamodule.test_data.samples.label_index == 0).sum())
+    assert counts == {"train/good": len(train), "test/good": normal_test, "test/bad": 2 * normal_test}
+    assert all("_digit3" not in path.name for path in (tmp_path / "test/bad").iterdir())
+    small = write_digits_folder(tmp_path / "small", digit=3, size=8, num_train=5, num_test=4, anomalies_per_normal=1)
+    assert small == {"train/good": 5, "test/good": 4, "test/bad": 4}

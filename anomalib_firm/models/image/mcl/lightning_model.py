@@ -251,7 +251,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to ``lr_floor x lr``."""
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        lr = self.lr * self._items_per_step() / LR_REFERENCE_BATCH if self.scale_lr else self.lr
+        lr = self.learning_rate(self._items_per_step()) if self.scale_lr else self.lr
         logger.info("MCL: SGD learning rate %.4g, %d steps of cosine decay.", lr, total_steps)
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=True
@@ -260,6 +260,10 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             optimizer, lambda step: cosine_factor(step, total_steps, self.lr_floor)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def learning_rate(self, items_per_step: int) -> float:
+        """SGD learning rate at ``items_per_step`` items (4 x images) per step: ``lr x items / 256`` if ``scale_lr``."""
+        return self.lr * items_per_step / LR_REFERENCE_BATCH if self.scale_lr else self.lr
 
     def _items_per_step(self) -> int:
         """Items (4 x images) per optimiser step, over gradient accumulation and devices.
