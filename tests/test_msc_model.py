@@ -73,7 +73,8 @@ def _normal_images(root: Path) -> torch.Tensor:
     from PIL import Image
 
     paths = sorted((root / "train" / "good").glob("*.png"))
-    images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in paths]).float() / 255
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
+    images = images.float() / 255
     return TF.resize(images, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
 
 
