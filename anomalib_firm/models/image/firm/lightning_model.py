@@ -45,7 +45,8 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
     """FIRM: contrastive training with rotation outliers, k-NN cosine scoring.
 
     Args:
-        backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` or a timm name.
+        backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar``, a torchvision ResNet-family name
+            (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers of the projection head.

@@ -64,7 +64,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     """MCL: masked contrastive learning on rotation-shifted classes, SEI scoring.
 
     Args:
-        backbone: Encoder: ``resnet34_cifar`` (paper, default), ``resnet18_cifar`` or a timm name.
+        backbone: Encoder: ``resnet34_cifar`` (paper, default), ``resnet18_cifar``, a torchvision ResNet-family
+            name (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
