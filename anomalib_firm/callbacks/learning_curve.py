@@ -23,7 +23,6 @@ import csv
 import itertools
 import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from sklearn.metrics import roc_auc_score
+
+from anomalib_firm.models.components.random_state import preserved_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -81,23 +82,6 @@ def _auroc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     if len(np.unique(labels_np)) < 2:
         return float("nan")
     return float(roc_auc_score(labels_np, scores.numpy()))
-
-
-class _PreservedRandomState:
-    """Context manager restoring the Python, NumPy and torch (CPU and CUDA) random states on exit."""
-
-    def __enter__(self) -> None:
-        self._python = random.getstate()
-        self._numpy = np.random.get_state()
-        self._torch = torch.get_rng_state()
-        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-
-    def __exit__(self, *exc_info: object) -> None:
-        random.setstate(self._python)
-        np.random.set_state(self._numpy)
-        torch.set_rng_state(self._torch)
-        if self._cuda is not None:
-            torch.cuda.set_rng_state_all(self._cuda)
 
 
 class LearningCurve(Callback):
@@ -181,7 +165,7 @@ class LearningCurve(Callback):
         if datamodule is None:
             msg = "LearningCurve needs a data module (with a validation split) in trainer.fit."
             raise RuntimeError(msg)
-        with _PreservedRandomState():
+        with preserved_random_state():
             pl_module.fit_scorer_from_loader(datamodule.train_dataloader())
             scores, labels = pl_module.score_loader(datamodule.val_dataloader())
             if self._raw_pixel_auroc is None:

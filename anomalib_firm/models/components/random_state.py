@@ -4,12 +4,15 @@ Training draws from torch's CPU generator (shuffling, data-loader seeds), the ac
 generators (the views made on the device, MCL's partners), NumPy's and Python's global generators
 (data-module transforms). :func:`capture_random_state` returns all of them as tensors, lists, ints and
 floats only, so a checkpoint holding them still loads with ``weights_only=True``;
-:func:`restore_random_state` sets them back.
+:func:`restore_random_state` sets them back; :func:`preserved_random_state` does both around a block
+(evaluation that must not shift training's draws).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -51,3 +54,13 @@ def restore_random_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     version, python_state, gauss_next = state["python"]
     random.setstate((version, tuple(python_state), gauss_next))
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run a block, then set every generator back to its state before it (also after an exception)."""
+    state = capture_random_state()
+    try:
+        yield
+    finally:
+        restore_random_state(state)
