@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from anomalib_firm.registry import alias_name
+
 logger = logging.getLogger(__name__)
 
 #: Settings compared first when a model declares no ``network_arguments``.
@@ -74,7 +76,7 @@ def match_checkpoint_model(module: nn.Module, checkpoint: Mapping[str, Any]) -> 
     where = f"The checkpoint {path}" if path else "The checkpoint"
     msg = (
         f"{where} holds a {saved} model, not a {own}: load it with `--model {saved}` (or "
-        f"{saved.upper()}) on the anomalib command line, or {saved}.load_from_checkpoint(...) in Python; "
+        f"{alias_name(saved)}) on the anomalib command line, or {saved}.load_from_checkpoint(...) in Python; "
         f"a {own} needs a checkpoint saved by a {own}."
     )
     raise ValueError(msg)
