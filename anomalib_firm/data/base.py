@@ -18,12 +18,14 @@ The module contains:
     - :class:`ImageStore`: holder of one split's image tensor, shared by all subsets
     - :class:`SplitArrays`: images and class indices of one split as loaded from disk
     - :class:`InMemoryImageDataset`: anomalib dataset over an :class:`ImageStore`
-    - :class:`OneVsRestDataModule`: base data module of the one-vs-rest data sets
+    - :class:`OneVsRestDataModule`: base data module of the one-vs-rest data sets (its
+      arguments, described once), and :func:`base_arguments`, which hands them on
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import re
 import time
@@ -216,18 +218,12 @@ class InMemoryImageDataset(AnomalibDataset):
         self._name = name
         self.category = category
         self.store = ImageStore(arrays.images)
-        self.samples = self._make_samples(name, split, arrays, class_names, normal_indices, category)
+        self.samples = self._make_samples(split, arrays, class_names, normal_indices)
         if arrays.paths is None:  # pseudo paths: InMemoryImageVisualizer finds the images in memory
             visualization.register_store(f"{name}/{category}/{split}", self.store)
 
-    @staticmethod
     def _make_samples(
-        name: str,
-        split: str,
-        arrays: SplitArrays,
-        class_names: Sequence[str],
-        normal_indices: Sequence[int],
-        category: str,
+        self, split: str, arrays: SplitArrays, class_names: Sequence[str], normal_indices: Sequence[int]
     ) -> pd.DataFrame:
         """Build the samples table of a split (vectorised; no per-image Python beyond the paths)."""
         class_index = arrays.class_index.numpy()
@@ -238,7 +234,7 @@ class InMemoryImageDataset(AnomalibDataset):
         if arrays.paths is None:
             width = max(5, len(str(max(len(class_index) - 1, 0))))
             paths = [
-                f"{name}/{category}/{split}/{class_name}/{index:0{width}d}.png"
+                f"{self._name}/{self.category}/{split}/{class_name}/{index:0{width}d}.png"
                 for index, class_name in enumerate(names)
             ]
         else:
@@ -377,32 +373,16 @@ def collate_batch(batch: OneVsRestImageBatch | list[OneVsRestImageItem]) -> OneV
 class OneVsRestDataModule(AnomalibDataModule, ABC):
     """Base of the one-vs-rest data modules: normal class(es) vs every other class.
 
-    Subclasses give ``class_names`` and load the splits (:meth:`_load_train`,
-    :meth:`_load_test`); this class builds the in-memory datasets, the splits and the
-    category. Set the subclass's own attributes *before* calling ``super().__init__``:
-    the category is resolved against ``class_names`` there.
+    Subclasses give ``class_names`` and load the splits (:meth:`_read_split`, or
+    :meth:`_load_train` and :meth:`_load_test`); this class builds the in-memory datasets, the
+    splits and the category. Set the subclass's own attributes *before* calling
+    ``super().__init__`` (:func:`base_arguments` picks this class's arguments from the
+    subclass's): the category is resolved against ``class_names`` there.
 
-    Args:
-        category (int | str | list[int | str]): Normal class(es): a name or an index (as
-            ``int`` or string), a list of them, or names joined with ``"+"``.
-        train_batch_size (int): Batch size of the train loader.
-        eval_batch_size (int): Batch size of the validation and test loaders.
-        num_workers (int): Loader workers (``0`` is usually fastest: batches are one tensor index).
-        train_augmentations (Transform | None): Augmentations of training batches.
-        val_augmentations (Transform | None): Augmentations of validation batches.
-        test_augmentations (Transform | None): Augmentations of test batches.
-        augmentations (Transform | None): Used where no stage-specific one is given.
-        val_split_mode (ValSplitMode | str): ``"from_test"`` (seeded, label-aware random
-            split removed from the test set), ``"same_as_test"``, ``"from_train"`` (normal
-            images only) or ``"none"``.
-        val_split_ratio (float): Fraction of the source split that becomes validation.
-        test_split_mode (TestSplitMode | str): ``"none"`` (or ``"from_dir"``): the test split
-            is the whole test set (normal classes ``0``, others ``1``).
-        seed (int | None): Seeds the splits, so they are the same at each run.
-        max_train_images (int | None): Keep a seeded random subset of this many training
-            images (quick benchmarks on a CPU); ``None`` keeps all.
-        max_test_images (int | None): Keep a seeded, class-stratified subset of this many
-            test images *before* the validation split is carved out; ``None`` keeps all.
+    The arguments are described once, in :meth:`__init__`'s docstring, which a subclass's own
+    ``__init__`` without a docstring receives (:meth:`__init_subclass__`): jsonargparse reads the
+    help of ``--data.help`` from a class's ``__init__`` and class docstrings, so the class
+    docstring of a data module documents only its own arguments (and overrides these texts).
 
     Note:
         Augmentations run on whole batches: a random transform draws its parameters once per
@@ -411,7 +391,7 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
 
     def __init__(
         self,
-        category: int | str | list[int | str],
+        category: int | str | list[int | str] = 0,
         train_batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -419,13 +399,37 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         val_augmentations: Transform | None = None,
         test_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
-        val_split_mode: ValSplitMode | str = ValSplitMode.FROM_TEST,
+        val_split_mode: str = "from_test",
         val_split_ratio: float = 0.2,
-        test_split_mode: TestSplitMode | str = TestSplitMode.NONE,
+        test_split_mode: str = "none",
         seed: int | None = 0,
         max_train_images: int | None = None,
         max_test_images: int | None = None,
     ) -> None:
+        """Arguments of every one-vs-rest data module.
+
+        Args:
+            category (int | str | list[int | str]): Normal class(es): a name or an index (as
+                ``int`` or string), a list of them, or names joined with ``"+"``. Defaults to ``0``.
+            train_batch_size (int): Batch size of the train loader. Defaults to ``64``.
+            eval_batch_size (int): Batch size of the validation and test loaders. Defaults to ``256``.
+            num_workers (int): Loader workers (``0``, the default, is usually fastest: batches are
+                one tensor index).
+            train_augmentations (Transform | None): Augmentations of training batches. Defaults to ``None``.
+            val_augmentations (Transform | None): Augmentations of validation batches. Defaults to ``None``.
+            test_augmentations (Transform | None): Augmentations of test batches. Defaults to ``None``.
+            augmentations (Transform | None): Used where no stage-specific one is given. Defaults to ``None``.
+            val_split_mode (str): ``"from_test"`` (default: seeded, label-aware random split removed
+                from the test set), ``"same_as_test"``, ``"from_train"`` (normal images only) or ``"none"``.
+            val_split_ratio (float): Fraction of the source split that becomes validation. Defaults to ``0.2``.
+            test_split_mode (str): ``"none"`` (default, or ``"from_dir"``): the test split is the
+                whole test set (normal classes ``0``, others ``1``).
+            seed (int | None): Seeds the splits, so they are the same at each run. Defaults to ``0``.
+            max_train_images (int | None): Keep a seeded random subset of this many training images
+                (quick benchmarks on a CPU); ``None`` (default) keeps all.
+            max_test_images (int | None): Keep a seeded, class-stratified subset of this many test
+                images *before* the validation split is carved out; ``None`` (default) keeps all.
+        """
         super().__init__(
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
@@ -457,18 +461,33 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         self._normal_indices: list[int] = []
         self.category = category  # type: ignore[assignment]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own ``__init__`` without a docstring gets :meth:`__init__`'s (the common arguments' help)."""
+        super().__init_subclass__(**kwargs)
+        init = vars(cls).get("__init__")
+        if init is not None and not init.__doc__:
+            init.__doc__ = OneVsRestDataModule.__init__.__doc__
+
     @property
     @abstractmethod
     def class_names(self) -> list[str]:
         """Names of all classes of the data set, in label order."""
 
-    @abstractmethod
+    def _read_split(self, split: str) -> SplitArrays:
+        """Load a whole split (``"train"`` or ``"test"``): what :meth:`_load_train` and :meth:`_load_test` read.
+
+        A subclass implements this, or overrides both of those (to read only the normal classes' files).
+        """
+        msg = f"{type(self).__name__} implements neither _read_split nor _load_train and _load_test."
+        raise NotImplementedError(msg)
+
     def _load_train(self, class_indices: list[int]) -> SplitArrays:
         """Load the training images of the given classes only."""
+        return self._read_split("train").select(class_indices)
 
-    @abstractmethod
     def _load_test(self) -> SplitArrays:
         """Load the whole test split."""
+        return self._read_split("test")
 
     @property
     def category(self) -> str:
@@ -535,6 +554,18 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
 
     def _create_test_split(self) -> None:
         """Keep the whole test split (anomalib's own step would drop its normal images in mode ``none``)."""
+
+
+def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of :class:`OneVsRestDataModule` among a subclass ``__init__``'s ``locals()``.
+
+    A data module keeps its explicit signature (the CLI's ``--data.help`` lists every option from it)
+    and hands the common arguments on with ``super().__init__(**base_arguments(locals()))``.
+    """
+    return {name: arguments[name] for name in _BASE_PARAMETERS}
+
+
+_BASE_PARAMETERS = tuple(inspect.signature(OneVsRestDataModule.__init__).parameters)[1:]
 
 
 def _stratified_subset(class_index: np.ndarray, size: int, seed: int | None) -> list[int]:

@@ -36,6 +36,11 @@ from anomalib.data.dataclasses.numpy.image import NumpyImageBatch, NumpyImageIte
 from anomalib.data.dataclasses.torch.image import ImageBatch, ImageItem
 
 
+def _path_as_string(image_path: str | None) -> str | None:
+    """``validate_image_path`` of the items: the path as a string, which need not exist (in-memory images)."""
+    return str(image_path) if image_path else None
+
+
 @dataclass
 class NumpyOneVsRestImageItem(NumpyImageItem):
     """Numpy image item with the class of the image among the normal classes.
@@ -47,10 +52,7 @@ class NumpyOneVsRestImageItem(NumpyImageItem):
 
     class_label: np.ndarray | None = None
 
-    @staticmethod
-    def validate_image_path(image_path: str | None) -> str | None:
-        """Keep the path as a string without requiring the file to exist (in-memory images)."""
-        return str(image_path) if image_path else None
+    validate_image_path = staticmethod(_path_as_string)
 
 
 @dataclass
@@ -75,10 +77,7 @@ class OneVsRestImageItem(ImageItem):
 
     class_label: torch.Tensor | None = None
 
-    @staticmethod
-    def validate_image_path(image_path: str | None) -> str | None:
-        """Keep the path as a string without requiring the file to exist (in-memory images)."""
-        return str(image_path) if image_path else None
+    validate_image_path = staticmethod(_path_as_string)
 
 
 @dataclass

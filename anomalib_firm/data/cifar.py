@@ -27,16 +27,14 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.datasets.utils import download_and_extract_archive
 
-from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
-
-if TYPE_CHECKING:
-    from torchvision.transforms.v2 import Transform
+from anomalib_firm.data.base import SplitArrays
+from anomalib_firm.data.downloadable import DownloadableDataModule
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ def _batch_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-class _CIFAR(OneVsRestDataModule):
+class _CIFAR(DownloadableDataModule):
     """Shared loading of CIFAR-10 and CIFAR-100 (see the subclasses)."""
 
     folder: str
@@ -114,10 +112,6 @@ class _CIFAR(OneVsRestDataModule):
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
-
-    def _setup_root(self, root: str | Path, download: bool) -> None:
-        self.root = Path(root)
-        self.download = download
 
     @property
     def _expected(self) -> tuple[str, ...]:
@@ -146,11 +140,8 @@ class _CIFAR(OneVsRestDataModule):
             raise FileNotFoundError(msg)
         return folder
 
-    def prepare_data(self) -> None:
-        """Download the archive when ``download=True`` and the files are missing."""
-        self._locate()
-
-    def _read(self, files: tuple[str, ...]) -> SplitArrays:
+    def _read_split(self, split: str) -> SplitArrays:
+        files = self.train_files if split == "train" else self.test_files
         folder = self._locate()
         parts = [_batch_arrays(folder / name, self.label_key) for name in files]
         images = np.concatenate([images for images, _ in parts]) if len(parts) > 1 else parts[0][0]
@@ -160,36 +151,18 @@ class _CIFAR(OneVsRestDataModule):
             raise ValueError(msg)
         return SplitArrays(images=torch.from_numpy(np.ascontiguousarray(images)), class_index=torch.from_numpy(labels))
 
-    def _load_train(self, class_indices: list[int]) -> SplitArrays:
-        return self._read(self.train_files).select(class_indices)
-
-    def _load_test(self) -> SplitArrays:
-        return self._read(self.test_files)
-
 
 class CIFAR10(_CIFAR):
     """CIFAR-10 one-vs-rest: one (or several) of the 10 classes is normal.
 
-    Classes: ``airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck``.
+    Classes: ``airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck``. The
+    arguments not listed here are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s.
 
     Args:
         root (str | Path): Folder holding ``cifar-10-batches-py/`` (or that folder itself).
             Defaults to ``"./datasets"``.
         category (int | str | list[int | str]): Normal class(es): name or index, a list, or
             names joined with ``"+"``. Defaults to ``0`` (``airplane``).
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test set).
-        seed (int | None): Seeds the splits. Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download ``cifar-10-python.tar.gz`` when missing. Defaults to ``False``.
 
     Example:
@@ -206,43 +179,6 @@ class CIFAR10(_CIFAR):
     test_files = ("test_batch",)
     label_key = "labels"
 
-    def __init__(
-        self,
-        root: str | Path = "./datasets",
-        category: int | str | list[int | str] = 0,
-        train_batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        val_split_mode: str = "from_test",
-        val_split_ratio: float = 0.2,
-        test_split_mode: str = "none",
-        seed: int | None = 0,
-        max_train_images: int | None = None,
-        max_test_images: int | None = None,
-        download: bool = False,
-    ) -> None:
-        self._setup_root(root, download)
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
-
     @property
     def class_names(self) -> list[str]:
         """The 10 CIFAR-10 class names."""
@@ -257,25 +193,13 @@ class CIFAR100(_CIFAR):
     household_furniture, insects, large_carnivores, large_man-made_outdoor_things,
     large_natural_outdoor_scenes, large_omnivores_and_herbivores, medium_mammals,
     non-insect_invertebrates, people, reptiles, small_mammals, trees, vehicles_1, vehicles_2``.
+    The arguments not listed here are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s.
 
     Args:
         root (str | Path): Folder holding ``cifar-100-python/`` (or that folder itself).
             Defaults to ``"./datasets"``.
         category (int | str | list[int | str]): Normal super-class(es): name or index, a
             list, or names joined with ``"+"``. Defaults to ``0`` (``aquatic_mammals``).
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test set).
-        seed (int | None): Seeds the splits. Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download ``cifar-100-python.tar.gz`` when missing. Defaults to ``False``.
 
     Example:
@@ -292,43 +216,6 @@ class CIFAR100(_CIFAR):
     train_files = ("train",)
     test_files = ("test",)
     label_key = "coarse_labels"
-
-    def __init__(
-        self,
-        root: str | Path = "./datasets",
-        category: int | str | list[int | str] = 0,
-        train_batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        val_split_mode: str = "from_test",
-        val_split_ratio: float = 0.2,
-        test_split_mode: str = "none",
-        seed: int | None = 0,
-        max_train_images: int | None = None,
-        max_test_images: int | None = None,
-        download: bool = False,
-    ) -> None:
-        self._setup_root(root, download)
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
 
     @property
     def class_names(self) -> list[str]:

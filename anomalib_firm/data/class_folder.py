@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
+from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays, base_arguments
 from anomalib_firm.data.image_depth import to_8bit
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int] | None) -> torch.
 class ClassFolder(OneVsRestDataModule):
     """One-vs-rest over a folder tree ``<folder>/<class>/<images>``.
 
+    The arguments not listed here are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s.
+
     Args:
         root (str | Path | None): Folder with one sub-folder per class (split by
             ``train_ratio``), or the base of relative ``train_dir`` / ``test_dir``.
@@ -145,20 +147,8 @@ class ClassFolder(OneVsRestDataModule):
             one size).
         extensions (list[str] | None): Image file extensions. Defaults to common formats.
         name (str | None): Data set name, used for the results folder. Defaults to ``"ClassFolder"``.
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test split).
         seed (int | None): Seeds the per-class train/test split and the validation split.
             Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
 
     Raises:
         FileNotFoundError: If a folder is missing (the message names it).
@@ -215,22 +205,7 @@ class ClassFolder(OneVsRestDataModule):
         self._name = name or self.__class__.__name__
         self._seed = seed if seed is not None else 0
         self._class_names = self._scan_classes()
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
+        super().__init__(**base_arguments(locals()))
 
     def _under_root(self, folder: str | Path | None) -> Path | None:
         if folder is None:
@@ -304,23 +279,23 @@ class ClassFolder(OneVsRestDataModule):
             paths=[str(path) for path in paths],
         )
 
-    def _load_train(self, class_indices: list[int]) -> SplitArrays:
-        if self.train_dir is not None:
-            return self._arrays(*self._files(self.train_dir, class_indices, required=True))
-        paths, labels = [], []
+    def _root_part(self, class_indices: Sequence[int], part: int) -> SplitArrays:
+        """The training (``part`` 0) or test (1) part of the given classes in the one-``root`` layout."""
+        paths: list[Path] = []
+        labels: list[int] = []
         for index in class_indices:
-            files = self._split_root(index)[0]
+            files = self._split_root(index)[part]
             paths += files
             labels += [index] * len(files)
         return self._arrays(paths, labels)
+
+    def _load_train(self, class_indices: list[int]) -> SplitArrays:
+        if self.train_dir is not None:
+            return self._arrays(*self._files(self.train_dir, class_indices, required=True))
+        return self._root_part(class_indices, 0)
 
     def _load_test(self) -> SplitArrays:
         all_classes = list(range(len(self._class_names)))
         if self.test_dir is not None:
             return self._arrays(*self._files(self.test_dir, all_classes, required=False))
-        paths, labels = [], []
-        for index in all_classes:
-            files = self._split_root(index)[1]
-            paths += files
-            labels += [index] * len(files)
-        return self._arrays(paths, labels)
+        return self._root_part(all_classes, 1)

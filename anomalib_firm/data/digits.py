@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
-
-if TYPE_CHECKING:
-    from torchvision.transforms.v2 import Transform
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +64,12 @@ def split_digits(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray
 class Digits(OneVsRestDataModule):
     """scikit-learn digits one-vs-rest: one (or several) of the digits ``"0"`` ... ``"9"`` is normal.
 
+    The arguments are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s; two mean here:
+
     Args:
         category (int | str | list[int | str]): Normal digit(s). Defaults to ``0``.
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test split).
-        seed (int | None): Seeds the validation split. Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
+        seed (int | None): Seeds the validation split (the train/test split is fixed by
+            :data:`SPLIT_SEED`). Defaults to ``0``.
 
     Example:
         >>> datamodule = Digits(category="7", train_batch_size=32)
@@ -92,59 +79,18 @@ class Digits(OneVsRestDataModule):
         torch.Size([32, 3, 8, 8])
     """
 
-    def __init__(
-        self,
-        category: int | str | list[int | str] = 0,
-        train_batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        val_split_mode: str = "from_test",
-        val_split_ratio: float = 0.2,
-        test_split_mode: str = "none",
-        seed: int | None = 0,
-        max_train_images: int | None = None,
-        max_test_images: int | None = None,
-    ) -> None:
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
-
     @property
     def class_names(self) -> list[str]:
         """The digits ``"0"`` ... ``"9"``."""
         return list(DIGITS_CLASSES)
 
-    @staticmethod
-    def _read(split: str) -> SplitArrays:
+    def _read_split(self, split: str) -> SplitArrays:
         images, labels = load_digit_images()
         train, test = split_digits(labels)
         positions = train if split == "train" else test
         return SplitArrays(
             images=torch.from_numpy(images[positions, None]), class_index=torch.from_numpy(labels[positions])
         )
-
-    def _load_train(self, class_indices: list[int]) -> SplitArrays:
-        return self._read("train").select(class_indices)
-
-    def _load_test(self) -> SplitArrays:
-        return self._read("test")
 
 
 def write_digits_folder(

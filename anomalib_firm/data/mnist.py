@@ -30,16 +30,14 @@ import logging
 import math
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torchvision.datasets.utils import download_url
 
-from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
-
-if TYPE_CHECKING:
-    from torchvision.transforms.v2 import Transform
+from anomalib_firm.data.base import SplitArrays
+from anomalib_firm.data.downloadable import DownloadableDataModule
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +95,16 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-class _MNISTLike(OneVsRestDataModule):
+class _MNISTLike(DownloadableDataModule):
     """Shared loading of the idx-file data sets (see the subclasses)."""
 
     mirrors: tuple[str, ...]
     md5s: ClassVar[dict[str, str]]
-    fallback: Path | None = None
 
-    def _setup_root(self, root: str | Path, download: bool) -> None:
-        self.root = Path(root)
-        self.download = download
+    @property
+    def fallback(self) -> Path | None:
+        """Folder of a system package holding the files, used when ``root`` holds none of them."""
+        return None
 
     @property
     def _candidates(self) -> list[Path]:
@@ -168,11 +166,7 @@ class _MNISTLike(OneVsRestDataModule):
                 msg = f"Could not download {filename}:\n" + "\n".join(errors)
                 raise RuntimeError(msg)
 
-    def prepare_data(self) -> None:
-        """Download the files when ``download=True`` and they are missing."""
-        self._locate()
-
-    def _read(self, split: str) -> SplitArrays:
+    def _read_split(self, split: str) -> SplitArrays:
         files = self._locate()
         images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -187,33 +181,16 @@ class _MNISTLike(OneVsRestDataModule):
             class_index=torch.from_numpy(labels.astype(np.int64)),
         )
 
-    def _load_train(self, class_indices: list[int]) -> SplitArrays:
-        return self._read("train").select(class_indices)
-
-    def _load_test(self) -> SplitArrays:
-        return self._read("test")
-
 
 class MNIST(_MNISTLike):
     """MNIST one-vs-rest: one (or several) of the digits ``"0"`` ... ``"9"`` is normal.
+
+    The arguments not listed here are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s.
 
     Args:
         root (str | Path): Folder holding the idx files, directly or in ``MNIST/raw/``.
             Defaults to ``"./datasets"``.
         category (int | str | list[int | str]): Normal digit(s). Defaults to ``0``.
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test set).
-        seed (int | None): Seeds the splits. Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download the files into ``root/MNIST/raw`` when missing. Defaults to ``False``.
 
     Example:
@@ -230,43 +207,6 @@ class MNIST(_MNISTLike):
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }
 
-    def __init__(
-        self,
-        root: str | Path = "./datasets",
-        category: int | str | list[int | str] = 0,
-        train_batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        val_split_mode: str = "from_test",
-        val_split_ratio: float = 0.2,
-        test_split_mode: str = "none",
-        seed: int | None = 0,
-        max_train_images: int | None = None,
-        max_test_images: int | None = None,
-        download: bool = False,
-    ) -> None:
-        self._setup_root(root, download)
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
-
     @property
     def class_names(self) -> list[str]:
         """The digits ``"0"`` ... ``"9"``."""
@@ -278,25 +218,13 @@ class FashionMNIST(_MNISTLike):
 
     Classes: ``tshirt_top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag,
     ankle_boot`` (torchvision's ``"T-shirt/top"``, ``"Ankle boot"`` are accepted too).
-    Without files in ``root``, the Debian package ``dataset-fashion-mnist`` is used.
+    Without files in ``root``, the Debian package ``dataset-fashion-mnist`` is used. The
+    arguments not listed here are :class:`~anomalib_firm.data.base.OneVsRestDataModule`'s.
 
     Args:
         root (str | Path): Folder holding the idx files, directly or in
             ``FashionMNIST/raw/``. Defaults to ``"./datasets"``.
         category (int | str | list[int | str]): Normal class(es). Defaults to ``0`` (``tshirt_top``).
-        train_batch_size (int): Defaults to ``64``.
-        eval_batch_size (int): Defaults to ``256``.
-        num_workers (int): Defaults to ``0``.
-        train_augmentations (Transform | None): Defaults to ``None``.
-        val_augmentations (Transform | None): Defaults to ``None``.
-        test_augmentations (Transform | None): Defaults to ``None``.
-        augmentations (Transform | None): Defaults to ``None``.
-        val_split_mode (str): Defaults to ``"from_test"``.
-        val_split_ratio (float): Defaults to ``0.2``.
-        test_split_mode (str): Defaults to ``"none"`` (whole test set).
-        seed (int | None): Seeds the splits. Defaults to ``0``.
-        max_train_images (int | None): Seeded random subset of the training images (``None``: all).
-        max_test_images (int | None): Seeded stratified subset of the test images (``None``: all).
         download (bool): Download the files into ``root/FashionMNIST/raw`` when missing
             (and the Debian package is not installed). Defaults to ``False``.
 
@@ -315,43 +243,10 @@ class FashionMNIST(_MNISTLike):
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     }
 
-    def __init__(
-        self,
-        root: str | Path = "./datasets",
-        category: int | str | list[int | str] = 0,
-        train_batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        val_split_mode: str = "from_test",
-        val_split_ratio: float = 0.2,
-        test_split_mode: str = "none",
-        seed: int | None = 0,
-        max_train_images: int | None = None,
-        max_test_images: int | None = None,
-        download: bool = False,
-    ) -> None:
-        self._setup_root(root, download)
-        self.fallback = DEBIAN_FASHION_MNIST
-        super().__init__(
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            test_split_mode=test_split_mode,
-            seed=seed,
-            max_train_images=max_train_images,
-            max_test_images=max_test_images,
-        )
+    @property
+    def fallback(self) -> Path | None:
+        """The Debian package's folder (:data:`DEBIAN_FASHION_MNIST`)."""
+        return DEBIAN_FASHION_MNIST
 
     @property
     def class_names(self) -> list[str]:
