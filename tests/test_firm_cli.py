@@ -53,6 +53,9 @@ def test_test_and_predict_from_checkpoint(trained, digits_folder):
         workdir,
     )  # fmt: skip
     assert "Traceback" not in predicted.stderr
+    images = len(list((digits_folder / "test" / "bad").glob("*.png")))
+    assert f"Firm: {images} images predicted" in predicted.stdout  # each image's score and label, then the CSV
+    assert len((workdir / "results" / "Firm" / "latest" / "predictions.csv").read_text().splitlines()) == images + 1
 
 
 def test_checkpoint_loads_weights_only_and_records_model_and_resume_state(trained):

@@ -13,6 +13,13 @@ split's in-memory tensor (exactly what a file would have held) and the pseudo pa
 names the saved file; other items are drawn and saved as anomalib's visualizer does. Nothing
 of anomalib is replaced. Another anomalib model tested on our data modules needs it too:
 ``--model.visualizer anomalib_firm.data.visualization.InMemoryImageVisualizer`` (or ``false``).
+
+Image-level models give no anomaly map and no mask: anomalib's default overlays (image + anomaly
+map, image + predicted mask) then draw the input again, twice, with nothing on it, and anomalib
+2.7's pictures carry no score. This visualizer leaves out an overlay none of whose fields the item
+has, and writes the prediction under the picture: the predicted label, the score (normalised by
+the post-processor: the threshold is 0.5) and the ground truth where it is known
+(``show_prediction``, on by default).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import torch
 from anomalib.data import ImageBatch  # first: anomalib.visualization imported before anomalib.data is circular
 from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
+from anomalib.visualization.image.functional import add_text_to_image
+from anomalib.visualization.image.item_visualizer import visualize_image_item
+from PIL import Image
 
 from anomalib_firm.data.batch import OneVsRestImageItem
 
@@ -69,13 +79,88 @@ def in_memory_item(item: Any) -> Any:
     return item
 
 
-class InMemoryImageVisualizer(ImageVisualizer):
-    """anomalib's :class:`ImageVisualizer` (same options), drawing in-memory images from memory.
+def _scalar(value: Any) -> float | None:
+    """A 0-d or one-element tensor/array/number as a float, else ``None``."""
+    if value is None:
+        return None
+    value = torch.as_tensor(value)
+    return float(value.reshape(-1)[0]) if value.numel() == 1 else None
 
-    Test and prediction batches go to anomalib's own loop unless they hold in-memory items; then
-    each item is drawn with :meth:`ImageVisualizer.visualize` from its in-memory picture and saved
-    where anomalib's loop would have saved it (the file named after the item's pseudo path).
+
+def label_name(label: Any) -> str | None:
+    """``"anomalous"`` / ``"normal"`` for a 0/1 (or boolean) label, ``None`` when there is none."""
+    value = _scalar(label)
+    return None if value is None else ("anomalous" if value >= 0.5 else "normal")
+
+
+def prediction_caption(item: Any) -> str | None:
+    """``"Anomalous, score 0.912 (truth: normal)"`` for an item; ``None`` when it has no score."""
+    score = _scalar(getattr(item, "pred_score", None))
+    if score is None:
+        return None
+    label = label_name(getattr(item, "pred_label", None))
+    caption = f"{label.capitalize()}, score {score:.3f}" if label else f"Score {score:.3f}"
+    truth = label_name(getattr(item, "gt_label", None))
+    return f"{caption} (truth: {truth})" if truth else caption
+
+
+def with_caption(picture: Image.Image, caption: str, text_config: dict[str, Any]) -> Image.Image:
+    """``picture`` with a black strip below holding ``caption`` (anomalib's text drawing; font shrunk to fit)."""
+    from PIL import ImageDraw, ImageFont
+
+    options = {key: value for key, value in text_config.items() if key not in {"enable", "size", "background"}}
+    size = text_config.get("size") or max(10, min(24, picture.height // 12))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while size > 8 and measure.textlength(caption, font=ImageFont.load_default(size=size)) > picture.width - 16:
+        size -= 1
+    strip = add_text_to_image(
+        Image.new("RGB", (picture.width, size + 14)), caption, size=size, background=None, position=(8, 6), **options
+    )
+    framed = Image.new("RGB", (picture.width, picture.height + strip.height))
+    framed.paste(picture, (0, 0))
+    framed.paste(strip, (0, picture.height))
+    return framed
+
+
+class InMemoryImageVisualizer(ImageVisualizer):
+    """anomalib's :class:`ImageVisualizer` (same options), drawing in-memory images from memory, with the prediction.
+
+    Each test and prediction item is drawn with anomalib's ``visualize_image_item`` (from its
+    in-memory picture when it has a pseudo path), without the overlays whose fields the item lacks,
+    with the prediction written under it (``show_prediction``), and saved where anomalib's loop
+    saves it (the file named after the item's path).
+
+    Args:
+        show_prediction: Write the predicted label, the score and the ground truth (when known)
+            under each picture.
+        *args, **kwargs: anomalib's :class:`ImageVisualizer` options.
     """
+
+    def __init__(self, *args: Any, show_prediction: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.show_prediction = show_prediction
+
+    def draw(self, item: Any) -> Image.Image | None:
+        """The picture of one item (anomalib's drawing, overlays of missing fields left out, prediction below)."""
+        drawable = in_memory_item(item)
+        overlays = [
+            (base, fields)
+            for base, fields in self.overlay_fields
+            if any(getattr(drawable, field, None) is not None for field in fields)
+        ]
+        picture = visualize_image_item(
+            drawable,
+            fields=self.fields,
+            overlay_fields=overlays,
+            field_size=self.field_size,
+            fields_config=self.fields_config,
+            overlay_fields_config=self.overlay_fields_config,
+            text_config=self.text_config,
+        )
+        caption = prediction_caption(item) if self.show_prediction else None
+        if picture is not None and caption is not None:
+            picture = with_caption(picture, caption, self.text_config)
+        return picture
 
     def on_test_batch_end(
         self,
@@ -87,15 +172,12 @@ class InMemoryImageVisualizer(ImageVisualizer):
         dataloader_idx: int = 0,
     ) -> None:
         """Draw and save every item of ``batch`` (anomalib's ``on_predict_batch_end`` calls this too)."""
-        drawable = [in_memory_item(item) for item in batch]
-        if all(item.image_path is not None for item in drawable):  # nothing in memory: anomalib's own loop
-            super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-            return
+        del pl_module, outputs, batch_idx, dataloader_idx
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
         datamodule = getattr(trainer, "datamodule", None)
-        for item, drawn in zip(batch, drawable, strict=True):
-            picture = self.visualize(drawn)
+        for item in batch:
+            picture = self.draw(item)
             if picture is not None:
                 filename = generate_output_filename(
                     input_path=item.image_path or "",

@@ -277,6 +277,15 @@ class ContrastiveAnomalyMixin(ScorerPreservingExportMixin):
 
         return InMemoryImageVisualizer()
 
+    def configure_callbacks(self) -> list[Any]:
+        """Callbacks: anomalib's (pre-/post-processor, evaluator, visualizer), then each prediction's score and label.
+
+        See :class:`anomalib_firm.callbacks.PredictionReport` (console table and ``predictions.csv``).
+        """
+        from anomalib_firm.callbacks.prediction_report import PredictionReport
+
+        return [*super().configure_callbacks(), PredictionReport()]  # type: ignore[misc]
+
     def to_onnx(
         self,
         export_root: Path | str,
