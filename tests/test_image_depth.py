@@ -10,7 +10,7 @@ from cli_utils import digits_folder_datamodule, write_digits_folder
 from PIL import Image
 
 from anomalib_firm.data.class_folder import decode_images, read_rgb
-from anomalib_firm.models.components.base_module import verify_image_files
+from anomalib_firm.models.components.training_data import verify_image_files
 
 
 def _dark_16bit(size: int = 24) -> np.ndarray:

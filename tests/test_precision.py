@@ -11,7 +11,7 @@ import pytest
 import torch
 from model_utils import MODEL_NAMES, random_training_batch, tiny_model
 
-from anomalib_firm.models.components import base_module, precision
+from anomalib_firm.models.components import precision
 
 #: bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation); through a ResNet-18 and a
 #: temperature-scaled softmax the loss moves by well under 2 %.
@@ -34,7 +34,7 @@ def test_native_bf16_on_the_cpu_follows_its_flags(monkeypatch, flags, expected):
 
 
 def test_mixed_precision_is_fp32_on_a_cpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(base_module, "native_bf16", lambda _device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda _device: False)
     model = tiny_model("firm", mixed_precision=True)
     with model.autocast():
         assert not torch.is_autocast_cpu_enabled()
@@ -45,7 +45,7 @@ def test_mixed_precision_is_fp32_on_a_cpu_without_bf16(monkeypatch):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_bf16_step_matches_fp32_loss_and_trains(monkeypatch, name):
     """Same weights, same seeded views: the bf16 loss is within tolerance of fp32, and a bf16 step learns."""
-    monkeypatch.setattr(base_module, "native_bf16", lambda _device: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda _device: True)
     batch = random_training_batch(6, seed=3)
     torch.manual_seed(0)
     reference = tiny_model(name, with_center=True, mixed_precision=False)

@@ -1,7 +1,18 @@
-"""BatchNorm settings shared by the three models."""
+"""BatchNorm handling shared by the three models: momentum, recalibration ("precise BN"), buffer names.
+
+- :func:`set_batchnorm_momentum`: the running-statistics momentum (the ``bn_momentum`` option);
+- :func:`recalibrate_batchnorm`: recompute the running statistics on given images with the current
+  weights (the ``bn_recalibration`` option, before every scorer fit);
+- :func:`batchnorm_layers`, :func:`batchnorm_buffer_names`: the layers and their buffers (DDP keeps
+  broadcasting those while the scorer's buffers are excluded).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -30,7 +41,62 @@ def set_batchnorm_momentum(module: nn.Module, momentum: float | None) -> int:
     if not 0 < momentum <= 1:
         msg = f"bn_momentum must lie in (0, 1] (PyTorch's convention: weight of the newest batch), got {momentum}."
         raise ValueError(msg)
-    layers = [layer for layer in module.modules() if isinstance(layer, _BatchNorm)]
+    layers = batchnorm_layers(module)
     for layer in layers:
         layer.momentum = momentum
+    return len(layers)
+
+
+def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
+    """Every BatchNorm layer below ``module`` (1d/2d/3d, SyncBatchNorm, timm's), in module order."""
+    return [layer for layer in module.modules() if isinstance(layer, _BatchNorm)]
+
+
+def batchnorm_buffer_names(module: nn.Module) -> set[str]:
+    """Names (as ``module.named_buffers()`` gives them) of the BatchNorm layers' running statistics and counters."""
+    return {
+        f"{name}.{buffer}"
+        for name, layer in module.named_modules()
+        if isinstance(layer, _BatchNorm)
+        for buffer, _ in layer.named_buffers(recurse=False)
+    }
+
+
+def recalibrate_batchnorm(
+    module: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], Any]
+) -> int:
+    """Recompute every BatchNorm layer's running statistics on ``batches`` with the current weights ("precise BN").
+
+    One pass of ``forward`` over the batches in which only the BatchNorm layers are in train mode
+    (with ``momentum=None``, the cumulative mean over the batches); other layers stay in eval mode
+    and no gradient is kept. Layers the forward path does not reach keep their statistics. The
+    momentum of every layer and the train/eval mode of ``module`` are restored afterwards.
+
+    Args:
+        module: Network whose BatchNorm layers are recalibrated.
+        batches: Input batches (read once).
+        forward: Runs the path to calibrate on one batch (e.g. the scorer's feature extraction).
+
+    Returns:
+        Number of BatchNorm layers below ``module``.
+    """
+    layers = batchnorm_layers(module)
+    if not layers:
+        return 0
+    was_training = module.training
+    saved = {layer: (layer.momentum, layer.running_mean.clone(), layer.running_var.clone()) for layer in layers}
+    module.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    with torch.no_grad():
+        for images in batches:
+            forward(images)
+    for layer, (momentum, mean, var) in saved.items():
+        layer.momentum = momentum
+        if int(layer.num_batches_tracked) == 0:  # not on the forward path: keep the old statistics
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+    module.train(was_training)
     return len(layers)

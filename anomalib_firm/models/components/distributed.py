@@ -10,7 +10,8 @@ gradients they equal the single-process gradients of the global batch.
 The scorer (banks, Gaussians, MSC's centre) is fitted on rank 0 from all normal images and its
 buffers are broadcast (:func:`broadcast_buffers`), so every rank scores with the same statistics. The
 scorer's buffers are kept out of DDP's per-step buffer broadcast (:func:`exclude_from_ddp_broadcast`):
-a bank of a large data set would otherwise travel at every forward.
+a bank of a large data set would otherwise travel at every forward. Evaluation drops the images a
+distributed sampler repeated to pad the split (:func:`drop_padding_repeats`), so each counts once.
 
 Every function is a no-op (returns its input) when no process group is initialised or it has one rank.
 """
@@ -18,6 +19,7 @@ Every function is a no-op (returns its input) when no process group is initialis
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import types
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -187,3 +189,23 @@ def unpadded_mask(loader: Any, batch_idx: int, batch_size: int) -> torch.Tensor 
     positions = sampler.rank + (first + torch.arange(batch_size)) * sampler.num_replicas
     keep = positions < num_images
     return None if bool(keep.all()) else keep
+
+
+def drop_padding_repeats(batch: Any, loader: Any, batch_idx: int) -> None:
+    """Remove from an evaluation ``batch`` (an anomalib batch dataclass, in place) the repeats of :func:`unpadded_mask`.
+
+    Lightning pads evaluation splits so that every rank gets as many images; the metrics and the
+    post-processor's statistics, gathered over the ranks, then see every image exactly once. Every
+    per-image field (tensors and lists as long as the batch) is filtered.
+    """
+    keep = unpadded_mask(loader, batch_idx, len(batch.image))
+    if keep is None:
+        return
+    changes = {}
+    for field in dataclasses.fields(batch):
+        value = getattr(batch, field.name)
+        if isinstance(value, torch.Tensor) and value.ndim > 0 and len(value) == len(keep):
+            changes[field.name] = value[keep.to(value.device)]
+        elif isinstance(value, list | tuple) and len(value) == len(keep):
+            changes[field.name] = [item for item, kept in zip(value, keep.tolist(), strict=True) if kept]
+    batch.update(**changes)

@@ -1,0 +1,218 @@
+"""When and how the scorer (k-NN bank, class-conditional Gaussians) is fitted, and how images are scored.
+
+The scorer is re-fitted on the normal training images at the start of validation, test and
+prediction whenever the network has trained since the last fit (or nothing was fitted). With
+``bn_recalibration`` the BatchNorm statistics are first recomputed on those images with the current
+weights (:func:`~.batch_norm.recalibrate_batchnorm`), so the scorer never sees statistics of older
+weights. Under DDP the fit runs on rank 0 and its buffers are broadcast, and evaluation counts every
+image once (see :mod:`.distributed`). Each model implements :meth:`ScorerFittingMixin.fit_scorer`
+and :meth:`ScorerFittingMixin.scorer_is_empty`; everything else is here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import torch
+from anomalib.data import Batch
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from anomalib_firm.models.components import batch_norm, distributed
+
+
+class NormalBatch(NamedTuple):
+    """One batch of normal training images for :meth:`ScorerFittingMixin.fit_scorer`.
+
+    Attributes:
+        images: ``(B, 3, S, S)`` images in [0, 1], resized, on the model's device.
+        class_labels: ``(B,)`` int64 classes in a model's labelled mode, else ``None``.
+    """
+
+    images: torch.Tensor
+    class_labels: torch.Tensor | None = None
+
+
+def in_order(loader: Any) -> Any:
+    """The same data set read in order, without dropping a last partial batch (other iterables: as given)."""
+    if not isinstance(loader, DataLoader) or (isinstance(loader.sampler, SequentialSampler) and not loader.drop_last):
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size or 1,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
+
+
+class ScorerFittingMixin:
+    """Scorer life cycle of the contrastive models: refit when stale, BatchNorm recalibration, scoring steps.
+
+    The host calls :meth:`_init_scorer_state` in its ``__init__`` and sets ``_scorer_stale`` after each
+    training step; it gives ``training_class_labels`` (the labels its labelled mode uses).
+    """
+
+    model: nn.Module
+    trainer: Any
+    device: torch.device
+    pre_processor: Any
+    name: str
+
+    def _init_scorer_state(self, bn_recalibration: bool) -> None:
+        self.bn_recalibration = bn_recalibration
+        self._scorer_stale = False  # the network trained since the last fit
+
+    @abstractmethod
+    def fit_scorer(self, batches: Iterator[NormalBatch]) -> None:
+        """Fit the scorer (bank, Gaussians) on batches of normal training images, in eval mode, no gradients."""
+
+    @abstractmethod
+    def scorer_is_empty(self) -> bool:
+        """True while the scorer holds no statistics (fresh model)."""
+
+    @abstractmethod
+    def training_class_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's classes in the model's labelled mode, else ``None`` (given by the host)."""
+
+    @property
+    def min_train_images(self) -> int:
+        """Fewest normal training images the scorer can work with."""
+        return 1
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, keep the scorer's buffers (bank, Gaussians, centre) out of DDP's per-forward broadcast.
+
+        They are fitted on rank 0 and broadcast once per fit (:meth:`fit_scorer_from_loader`); BatchNorm
+        statistics keep DDP's usual broadcast.
+        """
+        super().setup(stage)  # type: ignore[misc]
+        if distributed.world_size() > 1:
+            batchnorm = batch_norm.batchnorm_buffer_names(self.model)
+            names = [f"model.{name}" for name, _ in self.model.named_buffers() if name not in batchnorm]
+            distributed.exclude_from_ddp_broadcast(self, names)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- refit when stale
+    def on_validation_start(self) -> None:
+        """Fit the scorer on the trained network."""
+        self._refresh_scorer()
+
+    def on_test_start(self) -> None:
+        """Fit the scorer if the network trained since (or nothing is fitted)."""
+        self._refresh_scorer()
+
+    def on_predict_start(self) -> None:
+        """Fit the scorer if the network trained since (or nothing is fitted)."""
+        self._refresh_scorer()
+
+    def _refresh_scorer(self) -> None:
+        if not (self._scorer_stale or self.scorer_is_empty()):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_dataloader"):
+            msg = (
+                f"{self.name} has no fitted scorer and no data module to fit it from: pass a data module "
+                "with the normal training images, or load a trained checkpoint (ckpt_path)."
+            )
+            raise RuntimeError(msg)
+        self.fit_scorer_from_loader(datamodule.train_dataloader())
+
+    def fit_scorer_from_loader(self, loader: Any) -> None:
+        """Fit the scorer on a loader of normal images with the current weights (eval mode, no gradients).
+
+        With ``bn_recalibration`` the BatchNorm statistics are recomputed on the same images first.
+        A shuffling loader is read in order instead (same images, batch size and collation), so the
+        fit does not depend on, nor consume, the random stream, and no image is dropped.
+
+        Under DDP the fit runs on rank 0 alone (SyncBatchNorm layers recalibrate locally) and every
+        buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
+        """
+        loader = in_order(loader)
+        if distributed.rank() == 0:
+            with distributed.local_batchnorm(self.model):
+                self._fit_scorer_here(loader)
+        distributed.broadcast_buffers(self.model)
+        self._scorer_stale = False
+
+    def _fit_scorer_here(self, loader: Any) -> None:
+        """:meth:`fit_scorer_from_loader` in this process."""
+        was_training = self.model.training
+        if self.bn_recalibration:
+            self.recalibrate_batchnorm(loader)
+        self.model.eval()
+        with torch.no_grad():
+            self.fit_scorer(self._normal_images(loader))
+        self.model.train(was_training)
+
+    def batchnorm_calibration_forward(self, images: torch.Tensor) -> None:
+        """Run the scorer's forward path on resized normal images ``(B, 3, H, W)`` (for :meth:`recalibrate_batchnorm`).
+
+        Default: ``self.model.rotation_features(images)``, the features FIRM's bank and MCL's
+        Gaussians are fitted on.
+        """
+        self.model.rotation_features(images)  # type: ignore[operator]
+
+    def recalibrate_batchnorm(self, loader: Any) -> int:
+        """Recompute every BatchNorm layer's running statistics on a loader's images with the current weights.
+
+        See :func:`~anomalib_firm.models.components.batch_norm.recalibrate_batchnorm`; the forward path
+        is :meth:`batchnorm_calibration_forward` on the resized images.
+
+        Returns:
+            Number of BatchNorm layers recalibrated.
+        """
+        images = (self._resized_on_device(batch.image) for batch in loader)
+        return batch_norm.recalibrate_batchnorm(self.model, images, self.batchnorm_calibration_forward)
+
+    # ----------------------------------------------------------------- scoring
+    def validation_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch (the post-processor learns threshold and normalisation from it)."""
+        del args
+        batch = batch.update(**self.model(batch.image)._asdict())
+        self._drop_distributed_repeats(batch, batch_idx, kwargs.get("dataloader_idx", 0))
+        return batch
+
+    def test_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch (as anomalib's, plus: under DDP every test image counts once)."""
+        return self.validation_step(batch, batch_idx, *args, **kwargs)
+
+    def _drop_distributed_repeats(self, batch: Batch, batch_idx: int, dataloader_idx: int) -> None:
+        """Under DDP, remove from ``batch`` (in place) the images the distributed sampler repeated."""
+        trainer = getattr(self, "_trainer", None)
+        if distributed.world_size() == 1 or trainer is None:
+            return
+        loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+        distributed.drop_padding_repeats(batch, loader, batch_idx)
+
+    def score_loader(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw anomaly scores and labels of every image of a loader, on the CPU: ``(N,)`` float32, ``(N,)`` int64.
+
+        Uses the fitted scorer as it is (fit it first); the post-processor's normalisation is not applied.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        scores, labels = [], []
+        with torch.no_grad():
+            for batch in loader:
+                scores.append(self.model(self._resized_on_device(batch.image)).pred_score.float().cpu())
+                labels.append(torch.as_tensor(batch.gt_label).long().cpu())
+        self.model.train(was_training)
+        return torch.cat(scores), torch.cat(labels)
+
+    def _normal_images(self, loader: Any) -> Iterator[NormalBatch]:
+        """Resized normal training images (with classes where the model uses them), batch by batch, on the device."""
+        for batch in loader:
+            class_labels = self.training_class_labels(batch)
+            yield NormalBatch(
+                self._resized_on_device(batch.image), None if class_labels is None else class_labels.to(self.device)
+            )
+
+    def _resized_on_device(self, images: torch.Tensor) -> torch.Tensor:
+        """A loader's images moved to the model's device and resized by the pre-processor."""
+        images = images.to(self.device, non_blocking=True)
+        return self.pre_processor.transform(images) if self.pre_processor is not None else images

@@ -1,0 +1,66 @@
+"""Checks of the training data before the first step, so that a bad set fails at once, not hours later.
+
+- :func:`check_enough_images`: the scorer needs a minimum of normal training images (k of a k-NN);
+- :func:`verify_image_files`: every image file of the splits opens (data sets read from files).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+
+def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
+    """Raise when the data module's training set holds fewer than ``minimum`` images (nothing set up: no check).
+
+    Raises:
+        ValueError: naming the model, the minimum and the training set's size.
+    """
+    train_data = getattr(datamodule, "train_data", None)
+    if train_data is None:
+        return
+    num_images = len(train_data)
+    if num_images < minimum:
+        msg = (
+            f"{model_name} needs at least {minimum} normal training images "
+            f"(see num_neighbors / the data module's category), but the training set has {num_images}."
+        )
+        raise ValueError(msg)
+
+
+def verify_image_files(datamodule: Any) -> None:
+    """Open every image file of the train/val/test splits once, before training starts.
+
+    A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
+    after hours of training). Files with more than 8 bits per grey pixel (16-bit PNGs, say),
+    which anomalib's image reader clips instead of scaling, are named in one warning. Data sets
+    held in memory (``holds_images_in_memory``: read by our own readers) are skipped.
+
+    Raises:
+        ValueError: naming the first unreadable file and what to do.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from anomalib_firm.data.image_depth import high_depth_message, is_high_depth
+
+    high_depth: dict[str, str] = {}  # path -> PIL mode
+    for split in ("train_data", "val_data", "test_data"):
+        dataset = getattr(datamodule, split, None)
+        samples = getattr(dataset, "_samples", None)
+        if samples is None or getattr(dataset, "holds_images_in_memory", False) or "image_path" not in samples:
+            continue
+        for path in samples["image_path"]:
+            try:
+                with Image.open(path) as image:
+                    if is_high_depth(image.mode):
+                        high_depth[str(path)] = image.mode
+                    image.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError) as error:
+                msg = (
+                    f"Cannot read image file {path!r} ({split.removesuffix('_data')} split): {error}. "
+                    "Remove or replace the file, then start again."
+                )
+                raise ValueError(msg) from error
+    if high_depth:
+        reader = f"{type(datamodule).__name__} (anomalib's read_image)"
+        warnings.warn(high_depth_message(list(high_depth.items()), reader), UserWarning, stacklevel=2)
