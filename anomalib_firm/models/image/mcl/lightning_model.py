@@ -44,7 +44,12 @@ from anomalib.models.components import AnomalibModule
 from torch import nn
 
 from anomalib_firm.models.components.augmentations import mcl_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
+from anomalib_firm.models.components.base_module import (
+    ContrastiveAnomalyMixin,
+    NormalBatch,
+    TrainingLoss,
+    mixin_arguments,
+)
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -105,23 +110,6 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             lower so (0.62 against 0.97 with the initial mean 0 / variance 1 statistics, which make
             it an unnormalised random net close to raw pixels; digit 5, 16 px), the trained one
             steadily (0.968 after 5 epochs, where the moving averages went 0.96 -> 0.90 -> 0.97).
-        gather_distributed: Under DDP (several processes), compute the loss over the global batch:
-            the embeddings of all ranks are gathered with their gradients (default; see the README's
-            "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
-        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX
-            CPUs; training only).
-        compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
-        max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
-        val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
-            of ``max_epochs``; each validation refits the scorer).
-        pre_processor: ``True``: resize to ``image_size`` (normalisation is part of the network, so
-            exports include it); ``False``: none; or an anomalib ``PreProcessor``.
-        post_processor: ``True``: anomalib's threshold and score normalisation, learnt on the
-            validation split, keeping the raw scores' order; ``False``: none; or a post-processor.
-        evaluator: ``True``: image AUROC and F1 on the test split (no pixel metrics: the model gives
-            no anomaly map); ``False``: none; or an anomalib ``Evaluator``.
-        visualizer: ``True``: anomalib's image visualizer (writes annotated test images);
-            ``False``: none (faster); or an anomalib visualizer.
     """
 
     def __init__(
@@ -168,18 +156,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
                 "without class labels MCL has one normal class (num_classes=1)."
             )
             raise ValueError(msg)
-        super().__init__(
-            image_size=image_size,
-            mixed_precision=mixed_precision,
-            compile_step=compile_step,
-            bn_recalibration=bn_recalibration,
-            max_epochs=max_epochs,
-            val_every_n_epochs=val_every_n_epochs,
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
+        super().__init__(**mixin_arguments(locals()))
         self.model = MclModel(
             backbone=backbone,
             head_hidden_dim=head_hidden_dim,

@@ -38,7 +38,12 @@ from torch import nn
 
 from anomalib_firm.models.components import distributed
 from anomalib_firm.models.components.augmentations import msc_views
-from anomalib_firm.models.components.base_module import ContrastiveAnomalyMixin, NormalBatch, TrainingLoss
+from anomalib_firm.models.components.base_module import (
+    ContrastiveAnomalyMixin,
+    NormalBatch,
+    TrainingLoss,
+    mixin_arguments,
+)
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
 from anomalib_firm.registry import cli_alias
@@ -85,22 +90,6 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             every BatchNorm layer in eval mode (the paper's rule: the ImageNet statistics never
             update, so the fixed centre stays valid), so it changes nothing in training or scoring;
             ``None`` (default) leaves the layers' values.
-        gather_distributed: Under DDP (several processes), compute the loss over the global batch:
-            the embeddings of all ranks are gathered with their gradients (default; see the README's
-            "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
-        mixed_precision: bf16 autocast + channels_last where bf16 is native (CUDA, AVX-512 BF16/AMX CPUs).
-        compile_step: Compile the training hot path with ``torch.compile`` (opt-in; see the README).
-        max_epochs: Optional ``max_epochs`` forced on the trainer (for ``anomalib benchmark``).
-        val_every_n_epochs: Optional ``check_val_every_n_epoch`` forced on the trainer (a divisor
-            of ``max_epochs``; each validation refits the scorer).
-        pre_processor: ``True``: resize to ``image_size`` (normalisation is part of the network, so
-            exports include it); ``False``: none; or an anomalib ``PreProcessor``.
-        post_processor: ``True``: anomalib's threshold and score normalisation, learnt on the
-            validation split, keeping the raw scores' order; ``False``: none; or a post-processor.
-        evaluator: ``True``: image AUROC and F1 on the test split (no pixel metrics: the model gives
-            no anomaly map); ``False``: none; or an anomalib ``Evaluator``.
-        visualizer: ``True``: anomalib's image visualizer (writes annotated test images);
-            ``False``: none (faster); or an anomalib visualizer.
     """
 
     #: Constructor arguments of the network; a checkpoint's values replace those left at their defaults
@@ -135,17 +124,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:
-        super().__init__(
-            image_size=image_size,
-            mixed_precision=mixed_precision,
-            compile_step=compile_step,
-            max_epochs=max_epochs,
-            val_every_n_epochs=val_every_n_epochs,
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
-        )
+        super().__init__(**mixin_arguments(locals()))
         self.model = self._build_network(backbone, weights, frozen_modules, num_neighbors, eval_zoom, bn_momentum)
         self.loss = MeanShiftedContrastiveLoss(
             temperature=temperature, angular_weight=angular_weight, gather_distributed=gather_distributed
