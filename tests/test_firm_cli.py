@@ -85,11 +85,12 @@ def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
 
     workdir, checkpoint, _ = trained
     monkeypatch.chdir(workdir)  # OpenVINOInferencer writes ./openvino_cache
-    run_anomalib(
+    exported = run_anomalib(
         ["export", "--model", "FIRM", *TINY_FIRM, "--export_type", "openvino",
          "--ckpt_path", str(checkpoint), "--input_size", "[16,16]"],
         workdir,
     )  # fmt: skip
+    assert "takes images of exactly 16x16 pixels" in exported.stdout + exported.stderr  # what a fixed size means
     xml = workdir / "results" / "weights" / "openvino" / "model.xml"
     assert xml.exists()
     model = Firm.load_from_checkpoint(checkpoint)

@@ -303,12 +303,17 @@ class ContrastiveAnomalyMixin(
         Exports at opset 18, the dynamo exporter's own (anomalib asks for 14, which the exporter
         cannot reach for these graphs: it logged a failed conversion with a traceback and kept 18),
         without the exporter's progress prints and INFO logs (:func:`anomalib_firm.console.quiet_export`).
-        Both defaults yield to ``opset_version`` / ``verbose`` in ``kwargs``.
+        Both defaults yield to ``opset_version`` / ``verbose`` in ``kwargs``. A fixed ``input_size`` is
+        logged with what it means for inference (:func:`anomalib_firm.deploy.log_fixed_input_size`).
         """
         from anomalib_firm.console import quiet_export
 
         kwargs.setdefault("opset_version", 18)
         kwargs.setdefault("verbose", False)
+        if input_size is not None:
+            from anomalib_firm.deploy import log_fixed_input_size
+
+            log_fixed_input_size(input_size)
         with quiet_export():
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
 
