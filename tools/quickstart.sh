@@ -15,5 +15,6 @@ anomalib train "${model_args[@]}" \
   --trainer.max_epochs 20 --trainer.check_val_every_n_epoch 20 --seed_everything 0 --logging.log_graph false
 
 checkpoint="$(ls -td results/Firm/Digits/0/v*/weights/lightning/model.ckpt | head -n 1)"
-anomalib export "${model_args[@]}" --ckpt_path "$checkpoint" --export_type openvino --input_size "[16,16]"
-python "$here/score_openvino.py" results/weights/openvino/model.xml --category 0 --image-size 16
+# Dynamic export (no --input_size): the exported model takes the 8 px digits as they are and resizes them.
+anomalib export "${model_args[@]}" --ckpt_path "$checkpoint" --export_type openvino
+python "$here/score_openvino.py" results/weights/openvino/model.xml --category 0
