@@ -11,8 +11,9 @@ The names come from :mod:`anomalib_firm.registry`. Once registered:
 - ``anomalib.data.get_datamodule`` and ``--data`` find our data modules.
 
 :func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` actually seed (anomalib 2.7
-declares the option but never applies it) and runs commands with our models quietly
-(:func:`anomalib_firm.console.quiet_cli_run`).
+declares the option but never applies it), runs commands with our models quietly
+(:func:`anomalib_firm.console.quiet_cli_run`) and, under DDP, keeps every process of a run in one
+results folder (:func:`_share_rank_zero_workspace`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,34 @@ def patch_cli() -> None:
 
     for method_name in ("instantiate_classes", "_run_subcommand"):
         setattr(AnomalibCLI, method_name, _quiet_for_our_models(getattr(AnomalibCLI, method_name)))
+    _share_rank_zero_workspace()
+
+
+def _share_rank_zero_workspace() -> None:
+    """Under Lightning's DDP launch, the processes of the extra devices use the results folder rank 0 made.
+
+    ``anomalib train --trainer.strategy ddp --trainer.devices N`` runs the command again in one process
+    per extra device (``LOCAL_RANK`` 1 .. N-1, started by rank 0 once it has created
+    ``results/<model>/<data>/<category>/vK`` and pointed ``latest`` at it). anomalib's engine would
+    create ``vK+1``, ``vK+2``, ... in them and point ``latest`` at those empty folders; for our models
+    these processes take rank 0's folder (``latest``) instead.
+    """
+    import os
+
+    from anomalib.engine import Engine
+
+    original = Engine._setup_workspace
+    if getattr(original, "_anomalib_firm_rank_zero", False):
+        return
+
+    def _setup_workspace(self: Engine, model: Any, *args: Any, versioned_dir: bool = False, **kwargs: Any) -> None:
+        ours = type(model).__module__.startswith(_OUR_PREFIX)
+        if versioned_dir and ours and int(os.environ.get("LOCAL_RANK") or 0) > 0:
+            versioned_dir = False
+        original(self, model, *args, versioned_dir=versioned_dir, **kwargs)
+
+    _setup_workspace._anomalib_firm_rank_zero = True  # type: ignore[attr-defined]
+    Engine._setup_workspace = _setup_workspace  # type: ignore[method-assign]
 
 
 def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None]:

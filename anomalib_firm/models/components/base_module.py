@@ -46,6 +46,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torchvision.transforms.v2 import Resize
 
+from anomalib_firm.models.components import distributed
 from anomalib_firm.models.components.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
 from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
@@ -390,8 +391,9 @@ class ContrastiveAnomalyMixin(
         # would split a compiled graph; the plain-tensor view costs nothing.
         images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
         loss, metrics = step(images, self.training_class_labels(batch))
+        sync = distributed.world_size() > 1  # under DDP the epoch values are means over the ranks
         for name, value in metrics.items():
-            self.log(name, value.detach(), on_step=True, on_epoch=True, batch_size=len(batch.image))
+            self.log(name, value.detach(), on_step=True, on_epoch=True, batch_size=len(batch.image), sync_dist=sync)
         return loss
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
@@ -400,7 +402,15 @@ class ContrastiveAnomalyMixin(
         loss = self.compute_loss(batch)
         self._guard_finite(loss)
         self._scorer_stale = True
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
+        self.log(
+            "train_loss",
+            loss.detach(),
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch.image),
+            sync_dist=distributed.world_size() > 1,
+        )
         return {"loss": loss}
 
     def _guard_finite(self, loss: torch.Tensor) -> None:
