@@ -36,13 +36,18 @@ class NormalBatch(NamedTuple):
     class_labels: torch.Tensor | None = None
 
 
-def in_order(loader: Any) -> Any:
-    """The same data set read in order, without dropping a last partial batch (other iterables: as given)."""
-    if not isinstance(loader, DataLoader) or (isinstance(loader.sampler, SequentialSampler) and not loader.drop_last):
+def in_order(loader: Any, batch_scale: int = 1) -> Any:
+    """The same data set read in order, without dropping a last partial batch (other iterables: as given).
+
+    ``batch_scale``: batches of ``batch_scale`` times the loader's (the global batch of that many processes).
+    """
+    if not isinstance(loader, DataLoader) or (
+        isinstance(loader.sampler, SequentialSampler) and not loader.drop_last and batch_scale == 1
+    ):
         return loader
     return DataLoader(
         loader.dataset,
-        batch_size=loader.batch_size or 1,
+        batch_size=(loader.batch_size or 1) * batch_scale,
         shuffle=False,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
@@ -128,10 +133,12 @@ class ScorerFittingMixin:
         A shuffling loader is read in order instead (same images, batch size and collation), so the
         fit does not depend on, nor consume, the random stream, and no image is dropped.
 
-        Under DDP the fit runs on rank 0 alone (SyncBatchNorm layers recalibrate locally) and every
-        buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
+        Under DDP the fit runs on rank 0 alone (SyncBatchNorm layers recalibrate locally), in batches of
+        the global batch size (the loader's per-device batch times the number of processes: the
+        recalibrated statistics average per-batch ones, so they are those of the single-device run with
+        that batch), and every buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
         """
-        loader = in_order(loader)
+        loader = in_order(loader, distributed.world_size())
         if distributed.rank() == 0:
             with distributed.local_batchnorm(self.model):
                 self._fit_scorer_here(loader)
