@@ -92,9 +92,10 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1, the paper's; 0.8 to 1 helped
             on 8x8 digits at 16 px and hurt on Fashion-MNIST, see the README).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
-        covariance: Covariance estimator of the SEI Gaussians: ``sample`` (default: the sample
-            covariance, the ridge alone regularises it), ``ledoit_wolf`` or ``oas`` (shrinkage
-            chosen from the data, for cells of tens to thousands of images).
+        covariance: Covariance estimator of the SEI Gaussians: ``ledoit_wolf`` (default) or ``oas``
+            (shrinkage chosen from the data, for cells of tens to thousands of images), or ``sample``
+            (the sample covariance, the ridge alone regularises it). Ledoit-Wolf scored 0.08-0.10
+            higher at every epoch on a 91-image digits task, within noise on 300 images (README).
         ridge: Relative diagonal loading added to the Gaussians' covariances.
         lr: Base SGD learning rate for a batch of 256 items; the optimiser uses
             ``lr x items / 256`` with ``items = 4 x images per step`` when ``scale_lr``.
@@ -128,7 +129,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         flip_probability: float = 0.5,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         combine: CombineMethod = "harmonic",
-        covariance: CovarianceEstimator = "sample",
+        covariance: CovarianceEstimator = "ledoit_wolf",
         ridge: float = 1e-3,
         lr: float = 0.3,
         scale_lr: bool = True,

@@ -63,7 +63,7 @@ class MclModel(nn.Module):
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
         combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
-        covariance: Covariance estimator of the Gaussians: ``sample`` (default), ``ledoit_wolf`` or ``oas``.
+        covariance: Covariance estimator of the Gaussians: ``ledoit_wolf`` (default), ``oas`` or ``sample``.
         ridge: Relative diagonal loading of the covariances (see :class:`ClassRotationGaussians`).
     """
 
@@ -76,7 +76,7 @@ class MclModel(nn.Module):
         embedding_dim: int = 128,
         num_classes: int = 1,
         combine: CombineMethod = "harmonic",
-        covariance: CovarianceEstimator = "sample",
+        covariance: CovarianceEstimator = "ledoit_wolf",
         ridge: float = 1e-3,
     ) -> None:
         super().__init__()
