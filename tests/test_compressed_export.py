@@ -70,7 +70,7 @@ def fitted_firm(
     datamodule = Digits(category="0", num_workers=0)
     datamodule.setup()
     torch.manual_seed(0)
-    model = tiny_model("firm", post_processor=False, evaluator=False).eval()
+    model = tiny_model("firm", bn_recalibration=True, post_processor=False, evaluator=False).eval()
     model.fit_scorer_from_loader(datamodule.train_dataloader())
     onnx = model.to_onnx(tmp_path_factory.mktemp("onnx"), input_size=(IMAGE_SIZE, IMAGE_SIZE))
     images = torch.cat([torch.Tensor.as_subclass(batch.image, torch.Tensor) for batch in datamodule.test_dataloader()])

@@ -84,7 +84,7 @@ def _scorer_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 def _fit_firm_scorer(sync_batchnorm: bool, rank: int = 0) -> dict[str, torch.Tensor]:
     """A tiny FIRM (BatchNorm recalibration on) fitted on 2 batches; ranks above 0 start with other buffers."""
     torch.manual_seed(2)
-    model = tiny_model("firm")
+    model = tiny_model("firm", bn_recalibration=True)
     if sync_batchnorm:
         model.model = nn.SyncBatchNorm.convert_sync_batchnorm(model.model)
     for _, buffer in model.model.named_buffers():

@@ -78,7 +78,7 @@ def build_module(name: str, args: argparse.Namespace, compact: bool) -> tuple[nn
     off: dict[str, Any] = {"post_processor": False, "evaluator": False, "visualizer": False}
     bank: dict[str, Any] = {"bank_size": args.compact_size, "bank_precision": "float16"} if compact else {}
     if name == "firm":
-        return Firm(backbone="resnet18_cifar", image_size=16, **bank, **off), 16
+        return Firm(backbone="resnet18_cifar", image_size=16, bn_recalibration=True, **bank, **off), 16
     if name == "msc":
         return Msc(
             backbone="efficientnet_lite0", weights="efficientnet-lite0-package", image_size=64, **bank, **off
