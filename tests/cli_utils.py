@@ -59,10 +59,15 @@ def digits_folder_datamodule(root: Path, train_batch_size: int, **kwargs: Any) -
     )
 
 
-def run_anomalib(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``anomalib <args>`` in ``cwd`` with the same interpreter; return the finished process."""
+def run_anomalib(
+    args: list[str], cwd: Path, check: bool = True, warnings: str = "ignore"
+) -> subprocess.CompletedProcess:
+    """Run ``anomalib <args>`` in ``cwd`` with the same interpreter; return the finished process.
+
+    ``warnings`` is its ``PYTHONWARNINGS`` (all ignored unless a test looks for one).
+    """
     command = [str(Path(sys.executable).with_name("anomalib")), *args]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONWARNINGS": warnings, "COLUMNS": "200"}
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=900, check=False)
     if check and result.returncode != 0:
         tail = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"

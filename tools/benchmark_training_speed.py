@@ -123,6 +123,7 @@ class Result:
     steps: int = 0
     error: str | None = None
     input_items_per_second: float | None = None
+    bf16: bool = False  # trained under bf16 autocast (the model may keep fp32, see precision.py)
 
 
 def build_module(case: Case, mixed_precision: bool = True, compile_step: bool = False) -> nn.Module:
@@ -444,6 +445,7 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
     )
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     result = Result(case, pipeline, device, steps * case.batch_items / seconds, peak, float(losses[-1]), steps)
+    result.bf16 = pipeline.startswith("ours") and module.uses_mixed_precision(device)
     # The input pipeline alone (no network): the rate it could feed at most.
     if pipeline.startswith("ours"):
         input_step = ours_input_step(module, case, normal.to(device), device)
@@ -625,7 +627,7 @@ def render(results: list[Result], device: torch.device, num_images: int) -> str:
             result.case.batch_items,
             result.steps,
             "failed" if result.error else f"{result.items_per_second:.1f}",
-            "bf16" if result.pipeline in ("ours", "ours compiled") and native_bf16(result.device) else "fp32",
+            "bf16" if result.bf16 else "fp32",
             ratio,
             "-" if result.input_items_per_second is None else f"{result.input_items_per_second:.0f}",
         ]

@@ -42,6 +42,7 @@ from anomalib.data import Batch
 from anomalib.metrics import AUROC, Evaluator, F1Score
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torchvision.transforms.v2 import Resize
@@ -374,13 +375,24 @@ class ContrastiveAnomalyMixin(
         self._note_fit_start()
         self.prepare_training()
 
+    def configure_model(self) -> None:
+        """Before training: the network in channels_last under mixed precision, for the trainer's device.
+
+        Lightning calls this before the strategy wraps the module (DDP builds its gradient buckets
+        from the parameters' strides then: a later change of memory format made every rank warn
+        "Grad strides do not match bucket view strides" once). Other stages keep the network as it is.
+        """
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            self.put_in_training_memory_format(trainer.strategy.root_device)
+
     def prepare_training(self) -> None:
         """Put the network in channels_last under mixed precision; compile the step when ``compile_step``.
 
-        Called by ``on_fit_start``; scripts that step the model without a Trainer call it once.
+        Called by ``on_fit_start`` (the network is in channels_last already from :meth:`configure_model`
+        there); scripts that step the model without a Trainer call it once.
         """
-        if self._use_mixed_precision:
-            self.model.to(memory_format=torch.channels_last)
+        self.put_in_training_memory_format(self.device)
         if self.compile_step and self._compiled_training_loss is None:
             self._compiled_training_loss = torch.compile(self.training_loss)
 
