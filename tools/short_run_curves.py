@@ -1,0 +1,193 @@
+r"""Validation learning curves of short runs from scratch, several tasks and seeds, one table.
+
+For each (task, seed) a model trains from scratch with its own ``training_loss``, optimiser and
+learning-rate schedule (``configure_optimizers``) in a plain loop (no Trainer: about twice as
+fast as the CLI on 2 cores, same code paths for the loss and the scorer), and the scorer is
+refitted and scored on the *validation* split at epoch 0 (the untrained network) and every
+``--every`` epochs (the test split is never read). Beside each curve: the raw-pixel 5-NN on the
+same images. Prints one row per run and the mean curve per task.
+
+``--bn-statistics training_views`` also scores each point with the BatchNorm statistics
+recomputed ("precise BN") over ``--view-passes`` passes of seeded training views of the normal
+images (FIRM's rotations and augmentations) instead of the model's own choice: an experiment
+for issue 10, not a model option (yet).
+
+Tasks: ``digits:<d>`` (scikit-learn's 8x8 digit ``d`` written as a 32 px anomalib ``Folder``
+tree, batches of 32 images) or ``fashion_mnist:<c>`` (the quick protocol's data: 300 training
+images, 2,000 test images of which 400 validation, batches of 16; Debian package
+``dataset-fashion-mnist``).
+
+Example (2-core CPU, about 80 s a run at 32 px):
+
+    python tools/short_run_curves.py --model firm --tasks digits:3 digits:5 --seeds 0 1 2 --epochs 5
+    python tools/short_run_curves.py --model firm --tasks fashion_mnist:5 --epochs 4 --every 2 \\
+        --kw '{"image_size": 16}' --bn-statistics training_views
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import _bench_common as common
+import torch
+
+
+def datamodule(task: str, seed: int, workdir: Path) -> Any:
+    """The task's data module, set up (a digits Folder tree is written under ``workdir`` once)."""
+    kind, _, category = task.partition(":")
+    if kind == "digits":
+        from anomalib.data import Folder
+
+        from anomalib_firm.data.digits import write_digits_folder
+
+        root = workdir / f"digits_{category}"
+        if not root.exists():
+            write_digits_folder(root, digit=int(category))
+        dm = Folder(
+            name=f"digits_{category}",
+            root=root,
+            normal_dir="train/good",
+            abnormal_dir="test/bad",
+            normal_test_dir="test/good",
+            train_batch_size=32,
+            eval_batch_size=64,
+            num_workers=0,
+            seed=seed,
+        )
+    elif kind == "fashion_mnist":
+        from anomalib_firm.data import FashionMNIST
+
+        dm = FashionMNIST(
+            category=category,
+            train_batch_size=16,
+            eval_batch_size=256,
+            max_train_images=300,
+            max_test_images=2000,
+            seed=seed,
+        )
+    else:
+        msg = f"task {task!r}: use digits:<0-9> or fashion_mnist:<0-9>"
+        raise SystemExit(msg)
+    dm.setup()
+    return dm
+
+
+def recalibrate_on_training_views(model: Any, loader: Any, passes: int) -> None:
+    """Precise BN of the encoder over ``passes`` passes of seeded training views (4 rotations, 2 views each)."""
+    from anomalib_firm.models.components.batch_norm import recalibrate_batchnorm
+    from anomalib_firm.models.components.rotations import expand_rotations
+
+    def views() -> Any:
+        for _ in range(passes):
+            for batch in loader:
+                items, _ = expand_rotations(model._resized_on_device(batch.image))
+                yield torch.cat([model.views(items), model.views(items)])
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        recalibrate_batchnorm(model.model, views(), lambda x: model.model.encoder(model.model.normalize(x)))
+
+
+def validation_auroc(model: Any, dm: Any, bn_statistics: str, passes: int) -> float:
+    """Fit the scorer on the normal training images and return the validation image AUROC (RNG untouched)."""
+    import copy
+
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_firm.models.components.random_state import preserved_random_state
+
+    with preserved_random_state():
+        scored = model
+        if bn_statistics == "training_views":
+            scored = copy.deepcopy(model)
+            scored.bn_recalibration = False
+            recalibrate_on_training_views(scored, dm.train_dataloader(), passes)
+        scored.fit_scorer_from_loader(dm.train_dataloader())
+        scores, labels = scored.score_loader(dm.val_dataloader())
+    return float(roc_auc_score(labels.numpy(), scores.numpy()))
+
+
+def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[str, Any]:
+    """One run from scratch: its validation curve, the raw-pixel baseline and the loss at both ends."""
+    from lightning.pytorch import seed_everything
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_firm.callbacks.learning_curve import raw_pixel_knn_scores
+    from anomalib_firm.models import Firm, Mcl, Msc
+
+    seed_everything(seed, verbose=False)
+    dm = datamodule(task, seed, workdir)
+    model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[args.model]
+    model = model_class(visualizer=False, evaluator=False, post_processor=False, **json.loads(args.kw))
+    loader = dm.train_dataloader()
+    model._trainer = SimpleNamespace(  # what configure_optimizers reads of a Trainer
+        estimated_stepping_batches=args.epochs * len(loader),
+        datamodule=dm,
+        accumulate_grad_batches=1,
+        world_size=1,
+        train_dataloader=loader,
+    )
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    model.prepare_training()
+    train_images = torch.cat([batch.image for batch in dm.train_dataloader()])
+    val_batches = list(dm.val_dataloader())
+    val_images = torch.cat([batch.image for batch in val_batches])
+    val_labels = torch.cat([torch.as_tensor(batch.gt_label) for batch in val_batches])
+    raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
+    curve = [validation_auroc(model, dm, args.bn_statistics, args.view_passes)]
+    losses = []
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        for batch in loader:
+            images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
+            loss, _ = model.training_loss(images, model.training_class_labels(batch))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        if epoch % args.every == 0 or epoch == args.epochs:
+            curve.append(validation_auroc(model, dm, args.bn_statistics, args.view_passes))
+    return {"task": task, "seed": seed, "raw": raw, "curve": curve, "loss": (losses[0], losses[-1])}
+
+
+def main() -> None:
+    """Parse the arguments, run every (task, seed), print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("firm", "mcl", "msc"), default="firm")
+    parser.add_argument("--tasks", nargs="+", default=["digits:5"], help="digits:<d> or fashion_mnist:<c>")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--every", type=int, default=1, help="evaluate every this many epochs")
+    parser.add_argument("--kw", default="{}", help="model options as JSON, e.g. '{\"image_size\": 16}'")
+    parser.add_argument("--bn-statistics", choices=("model", "training_views"), default="model")
+    parser.add_argument("--view-passes", type=int, default=4, help="passes of training views (training_views)")
+    args = parser.parse_args()
+
+    common.quiet_warnings()
+    print(common.hardware_description())
+    print(f"model={args.model} options={args.kw} epochs={args.epochs} every={args.every} bn={args.bn_statistics}")
+    rows, curves = [], {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for task in args.tasks:
+            for seed in args.seeds:
+                result = run(args, task, seed, Path(workdir))
+                curves.setdefault(task, []).append(result["curve"])
+                points = " ".join(f"{value:.3f}" for value in result["curve"])
+                loss = f"{result['loss'][0]:.3f} -> {result['loss'][1]:.3f}"
+                rows.append([task, seed, points, f"{result['raw']:.3f}", loss])
+                print(f"{task} seed {seed}: {points} (raw {result['raw']:.3f})", flush=True)
+    print(common.format_table(["task", "seed", "validation AUROC, epoch 0 ... last", "raw 5-NN", "loss"], rows))
+    for task, task_curves in curves.items():
+        mean = torch.tensor(task_curves).mean(dim=0).tolist()
+        print(f"mean {task}: " + " ".join(f"{value:.3f}" for value in mean))
+
+
+if __name__ == "__main__":
+    main()
