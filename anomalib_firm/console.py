@@ -43,6 +43,14 @@ ANOMALIB_IMPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 )
 
 
+class InputError(ValueError):
+    """A problem with what the user gave (image files, settings, a checkpoint) whose message says what to do.
+
+    Under the ``anomalib`` command with one of our models it is printed as that one message, without a
+    traceback (:func:`anomalib_firm._register.patch_cli`); in Python it is an ordinary ``ValueError``.
+    """
+
+
 def _ignore_filter_index(category: type[Warning], message: str) -> int | None:
     """Index in :data:`warnings.filters` of the filter ignoring exactly ``(category, message)``, if any."""
     for index, (action, pattern, filter_category, _, _) in enumerate(warnings.filters):

@@ -39,6 +39,20 @@ def test_train_prints_image_metrics(trained):
     assert "image_F1Score" in output
 
 
+def test_checkpoint_of_another_network_fails_with_one_message_and_no_traceback(trained, digits_folder):
+    workdir, checkpoint, _ = trained
+    result = run_anomalib(
+        ["test", "--model", "FIRM", *TINY_FIRM, "--model.backbone", "resnet34_cifar",
+         *folder_data_args(digits_folder), "--ckpt_path", str(checkpoint)],
+        workdir,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "holds another network than this FIRM" in result.stderr
+    assert "backbone='resnet18_cifar'" in result.stderr  # the checkpoint's setting, to pass
+
+
 def test_test_and_predict_from_checkpoint(trained, digits_folder):
     workdir, checkpoint, output = trained
     tested = run_anomalib(

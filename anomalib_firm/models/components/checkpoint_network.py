@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from anomalib_firm.console import InputError
 from anomalib_firm.registry import alias_name
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def match_checkpoint_model(module: nn.Module, checkpoint: Mapping[str, Any]) -> 
         f"{alias_name(saved)}) on the anomalib command line, or {saved}.load_from_checkpoint(...) in Python; "
         f"a {own} needs a checkpoint saved by a {own}."
     )
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def network_mismatch(module: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str = "model.") -> str | None:
@@ -160,7 +161,7 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
         if problem is None:
             return
         named = _named_differences(saved, dict(getattr(module, "hparams", None) or {}), network_arguments)
-    raise ValueError(_message(module, problem, named, can_rebuild=callable(rebuild)))
+    raise InputError(_message(module, problem, named, can_rebuild=callable(rebuild)))
 
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from anomalib_firm.console import InputError
+
 
 def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
     """Raise when the data module's training set holds fewer than ``minimum`` images (nothing set up: no check).
@@ -25,7 +27,7 @@ def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
             f"{model_name} needs at least {minimum} normal training images "
             f"(see num_neighbors / the data module's category), but the training set has {num_images}."
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 def verify_image_files(datamodule: Any) -> None:
@@ -60,7 +62,7 @@ def verify_image_files(datamodule: Any) -> None:
                     f"Cannot read image file {path!r} ({split.removesuffix('_data')} split): {error}. "
                     "Remove or replace the file, then start again."
                 )
-                raise ValueError(msg) from error
+                raise InputError(msg) from error
     if high_depth:
         reader = f"{type(datamodule).__name__} (anomalib's read_image)"
         warnings.warn(high_depth_message(list(high_depth.items()), reader), UserWarning, stacklevel=2)
