@@ -12,6 +12,7 @@ set at import time.
   deprecation warnings of the libraries underneath.
 - :func:`quiet_anomalib_import`: the deprecation warnings that anomalib's own modules raise when
   ``anomalib.models`` is imported (nothing a user can act on).
+- :class:`InputError`: our errors about the user's input, shown by the CLI as their message alone.
 """
 
 from __future__ import annotations
