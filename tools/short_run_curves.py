@@ -7,7 +7,7 @@ refitted and scored on the *validation* split at epoch 0 (the untrained network)
 ``--every`` epochs (the test split is never read). Beside each curve: the raw-pixel 5-NN on the
 same images. Prints one row per run and the mean curve per task.
 
-``--bn-statistics training_views`` also scores each point with the BatchNorm statistics
+``--bn-statistics training_views`` (FIRM only) scores each point with the BatchNorm statistics
 recomputed ("precise BN") over ``--view-passes`` passes of seeded training views of the normal
 images (FIRM's rotations and augmentations) instead of the model's own choice: an experiment
 for issue 10, not a model option (yet).
@@ -27,6 +27,7 @@ Example (2-core CPU, about 80 s a run at 32 px):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -93,23 +94,18 @@ def recalibrate_on_training_views(model: Any, loader: Any, passes: int) -> None:
         recalibrate_batchnorm(model.model, views(), lambda x: model.model.encoder(model.model.normalize(x)))
 
 
-def validation_auroc(model: Any, dm: Any, bn_statistics: str, passes: int) -> float:
-    """Fit the scorer on the normal training images and return the validation image AUROC (RNG untouched)."""
-    import copy
-
-    from sklearn.metrics import roc_auc_score
-
+def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str, passes: int) -> float:
+    """The validation image AUROC of the model as it is, or of a copy with training-view BatchNorm statistics."""
+    from anomalib_firm.callbacks import validation_auroc
     from anomalib_firm.models.components.random_state import preserved_random_state
 
+    if bn_statistics == "model":
+        return validation_auroc(model, dm)
     with preserved_random_state():
-        scored = model
-        if bn_statistics == "training_views":
-            scored = copy.deepcopy(model)
-            scored.bn_recalibration = False
-            recalibrate_on_training_views(scored, dm.train_dataloader(), passes)
-        scored.fit_scorer_from_loader(dm.train_dataloader())
-        scores, labels = scored.score_loader(dm.val_dataloader())
-    return float(roc_auc_score(labels.numpy(), scores.numpy()))
+        scored = copy.deepcopy(model)
+        scored.bn_recalibration = False
+        recalibrate_on_training_views(scored, dm.train_dataloader(), passes)
+    return validation_auroc(scored, dm)
 
 
 def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[str, Any]:
@@ -140,7 +136,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     val_images = torch.cat([batch.image for batch in val_batches])
     val_labels = torch.cat([torch.as_tensor(batch.gt_label) for batch in val_batches])
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
-    curve = [validation_auroc(model, dm, args.bn_statistics, args.view_passes)]
+    curve = [scored_validation_auroc(model, dm, args.bn_statistics, args.view_passes)]
     losses = []
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -153,7 +149,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
             scheduler.step()
             losses.append(float(loss.detach()))
         if epoch % args.every == 0 or epoch == args.epochs:
-            curve.append(validation_auroc(model, dm, args.bn_statistics, args.view_passes))
+            curve.append(scored_validation_auroc(model, dm, args.bn_statistics, args.view_passes))
     return {"task": task, "seed": seed, "raw": raw, "curve": curve, "loss": (losses[0], losses[-1])}
 
 
@@ -169,6 +165,8 @@ def main() -> None:
     parser.add_argument("--bn-statistics", choices=("model", "training_views"), default="model")
     parser.add_argument("--view-passes", type=int, default=4, help="passes of training views (training_views)")
     args = parser.parse_args()
+    if args.bn_statistics == "training_views" and args.model != "firm":
+        parser.error("--bn-statistics training_views makes FIRM's training views; use it with --model firm")
 
     common.quiet_warnings()
     print(common.hardware_description())

@@ -1,6 +1,12 @@
 """Lightning callbacks for the models of this package (usable as ``--trainer.callbacks`` with the stock CLI)."""
 
-from .learning_curve import LearningCurve, area_under_learning_curve, raw_pixel_knn_scores
+from .learning_curve import LearningCurve, area_under_learning_curve, raw_pixel_knn_scores, validation_auroc
 from .prediction_report import PredictionReport
 
-__all__ = ["LearningCurve", "PredictionReport", "area_under_learning_curve", "raw_pixel_knn_scores"]
+__all__ = [
+    "LearningCurve",
+    "PredictionReport",
+    "area_under_learning_curve",
+    "raw_pixel_knn_scores",
+    "validation_auroc",
+]

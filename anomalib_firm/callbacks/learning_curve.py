@@ -84,6 +84,18 @@ def _auroc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return float(roc_auc_score(labels_np, scores.numpy()))
 
 
+def validation_auroc(module: Any, datamodule: Any) -> float:
+    """Image AUROC on the validation split of one of our models, its scorer refitted on the normal training images.
+
+    The random streams are left as they were (the fit reads the training loader in order), so
+    evaluating does not change the training run it observes. ``nan`` when the split holds one class.
+    """
+    with preserved_random_state():
+        module.fit_scorer_from_loader(datamodule.train_dataloader())
+        scores, labels = module.score_loader(datamodule.val_dataloader())
+    return _auroc(labels, scores)
+
+
 class LearningCurve(Callback):
     """Validation AUROC at epoch 0 and every ``every_n_epochs`` epochs, with a raw-pixel k-NN baseline.
 
@@ -165,12 +177,11 @@ class LearningCurve(Callback):
         if datamodule is None:
             msg = "LearningCurve needs a data module (with a validation split) in trainer.fit."
             raise RuntimeError(msg)
-        with preserved_random_state():
-            pl_module.fit_scorer_from_loader(datamodule.train_dataloader())
-            scores, labels = pl_module.score_loader(datamodule.val_dataloader())
-            if self._raw_pixel_auroc is None:
+        auroc = validation_auroc(pl_module, datamodule)
+        if self._raw_pixel_auroc is None:
+            with preserved_random_state():
                 self._raw_pixel_auroc = self._raw_pixel_baseline(pl_module, datamodule)
-        point = CurvePoint(epoch, int(trainer.global_step), _auroc(labels, scores), self._raw_pixel_auroc)
+        point = CurvePoint(epoch, int(trainer.global_step), auroc, self._raw_pixel_auroc)
         if math.isnan(point.auroc) and not self.points:
             logger.warning("LearningCurve: the validation split holds one class only; AUROC is undefined (nan).")
         self.points.append(point)
