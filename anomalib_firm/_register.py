@@ -132,8 +132,9 @@ def _share_rank_zero_workspace() -> None:
 def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None]:
     """``method`` of the CLI, run under :func:`anomalib_firm.console.quiet_cli_run` when the model is one of ours.
 
-    An :class:`~anomalib_firm.console.InputError` (bad images, settings, a checkpoint of another network) is
-    printed as its message alone and the command exits with status 1.
+    An :class:`~anomalib_firm.console.InputError` (bad images, settings, a checkpoint of another network) or
+    :class:`~anomalib_firm.console.TrainingDivergedError` (NaN loss) is printed as its message alone and the
+    command exits with status 1.
     """
 
     def wrapper(self: Any) -> None:
@@ -142,12 +143,12 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
         if not class_path.startswith("anomalib_firm."):
             method(self)
             return
-        from anomalib_firm.console import InputError, quiet_cli_run
+        from anomalib_firm.console import InputError, TrainingDivergedError, quiet_cli_run
 
         with quiet_cli_run():
             try:
                 method(self)
-            except InputError as error:  # the message says what to do: no traceback before it
+            except (InputError, TrainingDivergedError) as error:  # the message says what to do: no traceback
                 print(f"Error: {error}", file=sys.stderr)
                 raise SystemExit(1) from None
 

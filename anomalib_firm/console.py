@@ -12,7 +12,8 @@ set at import time.
   deprecation warnings of the libraries underneath.
 - :func:`quiet_anomalib_import`: the deprecation warnings that anomalib's own modules raise when
   ``anomalib.models`` is imported (nothing a user can act on).
-- :class:`InputError`: our errors about the user's input, shown by the CLI as their message alone.
+- :class:`InputError`: our errors about the user's input, shown by the CLI as their message alone;
+- :class:`TrainingDivergedError`: a NaN/inf training loss, shown the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ class InputError(ValueError):
 
     Under the ``anomalib`` command with one of our models it is printed as that one message, without a
     traceback (:func:`anomalib_firm._register.patch_cli`); in Python it is an ordinary ``ValueError``.
+    """
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and what to change.
+
+    Shown by the ``anomalib`` command like :class:`InputError` (message alone, exit status 1); in Python
+    it is an ordinary ``FloatingPointError``. Checkpoints written before it are kept.
     """
 
 

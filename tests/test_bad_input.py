@@ -11,6 +11,7 @@ from anomalib.data import Folder
 from anomalib.engine import Engine
 from cli_utils import digits_folder_datamodule, write_digits_folder
 
+from anomalib_firm.console import TrainingDivergedError
 from anomalib_firm.models import Firm
 
 
@@ -61,7 +62,7 @@ def test_nan_loss_stops_with_advice(tmp_path):
             return super().compute_loss(batch) * torch.tensor(float("nan"))
 
     model = NanFirm(image_size=16, head_hidden_dim=32, head_layers=2, visualizer=False)
-    with pytest.raises(FloatingPointError, match="learning rate"):
+    with pytest.raises(TrainingDivergedError, match="learning rate"):  # a FloatingPointError
         _engine(tmp_path).fit(model, datamodule=_folder(root))
 
 

@@ -101,7 +101,12 @@ def test_training_keeps_frozen_layers_batchnorm_statistics_and_centre(digits_fol
     model.train()
     assert not model.model.has_center
 
-    _fit(model, digits_folder, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters_before = list(warnings.filters)
+        _fit(model, digits_folder, tmp_path)
+        assert warnings.filters == filters_before  # the filter that hid the note is gone again
+    assert not [w for w in caught if "in eval mode" in str(w.message)]  # the frozen BatchNorm layers: no note
 
     assert model.global_step == 1
     for name, value in network.body.named_parameters():

@@ -7,10 +7,10 @@ refitted and scored on the *validation* split at epoch 0 (the untrained network)
 ``--every`` epochs (the test split is never read). Beside each curve: the raw-pixel 5-NN on the
 same images. Prints one row per run and the mean curve per task.
 
-``--bn-statistics training_views`` (FIRM only) scores each point with the BatchNorm statistics
-recomputed ("precise BN") over ``--view-passes`` passes of seeded training views of the normal
-images (FIRM's rotations and augmentations) instead of the model's own choice: an experiment
-for issue 10, not a model option (yet).
+``--bn-statistics`` scores every point once per listed choice of the BatchNorm statistics the
+scorer is fitted with: ``model`` (the model's own ``bn_recalibration``), or a copy of the model
+with ``bn_recalibration`` set to ``moving`` (false: the moving averages of training),
+``normal_images`` or ``training_views`` (FIRM and MCL): one training run, several scorings.
 
 Tasks: ``digits:<d>`` (scikit-learn's 8x8 digit ``d`` written as a 32 px anomalib ``Folder``
 tree, batches of 32 images) or ``fashion_mnist:<c>`` (the quick protocol's data: 300 training
@@ -21,7 +21,7 @@ Example (2-core CPU, about 80 s a run at 32 px):
 
     python tools/short_run_curves.py --model firm --tasks digits:3 digits:5 --seeds 0 1 2 --epochs 5
     python tools/short_run_curves.py --model firm --tasks fashion_mnist:5 --epochs 4 --every 2 \\
-        --kw '{"image_size": 16}' --bn-statistics training_views
+        --kw '{"image_size": 16}' --bn-statistics moving training_views
 """
 
 from __future__ import annotations
@@ -78,33 +78,15 @@ def datamodule(task: str, seed: int, workdir: Path) -> Any:
     return dm
 
 
-def recalibrate_on_training_views(model: Any, loader: Any, passes: int) -> None:
-    """Precise BN of the encoder over ``passes`` passes of seeded training views (4 rotations, 2 views each)."""
-    from anomalib_firm.models.components.batch_norm import recalibrate_batchnorm
-    from anomalib_firm.models.components.rotations import expand_rotations
-
-    def views() -> Any:
-        for _ in range(passes):
-            for batch in loader:
-                items, _ = expand_rotations(model._resized_on_device(batch.image))
-                yield torch.cat([model.views(items), model.views(items)])
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        recalibrate_batchnorm(model.model, views(), lambda x: model.model.encoder(model.model.normalize(x)))
-
-
-def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str, passes: int) -> float:
-    """The validation image AUROC of the model as it is, or of a copy with training-view BatchNorm statistics."""
+def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str) -> float:
+    """The validation image AUROC of the model as it is (``model``) or of a copy with another ``bn_recalibration``."""
     from anomalib_firm.callbacks import validation_auroc
-    from anomalib_firm.models.components.random_state import preserved_random_state
+    from anomalib_firm.models.components.scorer_fitting import batchnorm_recalibration_mode
 
     if bn_statistics == "model":
         return validation_auroc(model, dm)
-    with preserved_random_state():
-        scored = copy.deepcopy(model)
-        scored.bn_recalibration = False
-        recalibrate_on_training_views(scored, dm.train_dataloader(), passes)
+    scored = copy.deepcopy(model)
+    scored.bn_recalibration = batchnorm_recalibration_mode(False if bn_statistics == "moving" else bn_statistics)
     return validation_auroc(scored, dm)
 
 
@@ -136,7 +118,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     val_images = torch.cat([batch.image for batch in val_batches])
     val_labels = torch.cat([torch.as_tensor(batch.gt_label) for batch in val_batches])
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
-    curve = [scored_validation_auroc(model, dm, args.bn_statistics, args.view_passes)]
+    curves = {mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics}
     losses = []
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -149,8 +131,9 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
             scheduler.step()
             losses.append(float(loss.detach()))
         if epoch % args.every == 0 or epoch == args.epochs:
-            curve.append(scored_validation_auroc(model, dm, args.bn_statistics, args.view_passes))
-    return {"task": task, "seed": seed, "raw": raw, "curve": curve, "loss": (losses[0], losses[-1])}
+            for mode, curve in curves.items():
+                curve.append(scored_validation_auroc(model, dm, mode))
+    return {"task": task, "seed": seed, "raw": raw, "curves": curves, "loss": (losses[0], losses[-1])}
 
 
 def main() -> None:
@@ -162,11 +145,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--every", type=int, default=1, help="evaluate every this many epochs")
     parser.add_argument("--kw", default="{}", help="model options as JSON, e.g. '{\"image_size\": 16}'")
-    parser.add_argument("--bn-statistics", choices=("model", "training_views"), default="model")
-    parser.add_argument("--view-passes", type=int, default=4, help="passes of training views (training_views)")
+    parser.add_argument(
+        "--bn-statistics",
+        nargs="+",
+        choices=("model", "moving", "normal_images", "training_views"),
+        default=["model"],
+        help="score every point with each: the model's own bn_recalibration, or this one on a copy",
+    )
     args = parser.parse_args()
-    if args.bn_statistics == "training_views" and args.model != "firm":
-        parser.error("--bn-statistics training_views makes FIRM's training views; use it with --model firm")
+    if "training_views" in args.bn_statistics and args.model == "msc":
+        parser.error("MSC keeps its BatchNorm in eval mode: --bn-statistics training_views is for FIRM and MCL")
 
     common.quiet_warnings()
     print(common.hardware_description())
@@ -176,15 +164,17 @@ def main() -> None:
         for task in args.tasks:
             for seed in args.seeds:
                 result = run(args, task, seed, Path(workdir))
-                curves.setdefault(task, []).append(result["curve"])
-                points = " ".join(f"{value:.3f}" for value in result["curve"])
                 loss = f"{result['loss'][0]:.3f} -> {result['loss'][1]:.3f}"
-                rows.append([task, seed, points, f"{result['raw']:.3f}", loss])
-                print(f"{task} seed {seed}: {points} (raw {result['raw']:.3f})", flush=True)
-    print(common.format_table(["task", "seed", "validation AUROC, epoch 0 ... last", "raw 5-NN", "loss"], rows))
-    for task, task_curves in curves.items():
+                for mode, curve in result["curves"].items():
+                    curves.setdefault((task, mode), []).append(curve)
+                    points = " ".join(f"{value:.3f}" for value in curve)
+                    rows.append([task, seed, mode, points, f"{result['raw']:.3f}", loss])
+                    print(f"{task} seed {seed} {mode}: {points} (raw {result['raw']:.3f})", flush=True)
+    header = ["task", "seed", "BN statistics", "validation AUROC, epoch 0 ... last", "raw 5-NN", "loss"]
+    print(common.format_table(header, rows))
+    for (task, mode), task_curves in curves.items():
         mean = torch.tensor(task_curves).mean(dim=0).tolist()
-        print(f"mean {task}: " + " ".join(f"{value:.3f}" for value in mean))
+        print(f"mean {task} {mode}: " + " ".join(f"{value:.3f}" for value in mean))
 
 
 if __name__ == "__main__":

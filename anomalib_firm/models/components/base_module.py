@@ -47,12 +47,17 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torchvision.transforms.v2 import Resize
 
+from anomalib_firm.console import TrainingDivergedError
 from anomalib_firm.models.components import distributed
 from anomalib_firm.models.components.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
 from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import MixedPrecisionMixin
-from anomalib_firm.models.components.scorer_fitting import NormalBatch, ScorerFittingMixin
+from anomalib_firm.models.components.scorer_fitting import (
+    BatchNormRecalibrationOption,
+    NormalBatch,
+    ScorerFittingMixin,
+)
 from anomalib_firm.models.components.training_data import check_enough_images, verify_image_files
 
 __all__ = [
@@ -161,9 +166,11 @@ class ContrastiveAnomalyMixin(
             :meth:`training_loss`) with ``torch.compile`` at the start of training. Opt-in: the
             first steps wait for the compiler (minutes on a small CPU).
         bn_recalibration: Before every scorer fit, recompute the running statistics of the
-            BatchNorm layers on the normal training images with the current weights (the
-            cumulative mean over one pass, the views the scorer sees), instead of using the
-            moving averages of the training batches. Needs :meth:`batchnorm_calibration_forward`.
+            BatchNorm layers with the current weights instead of using the moving averages of the
+            training batches (``False``): ``normal_images`` (or ``True``) on the clean normal
+            training images (one pass, the views the scorer sees; needs
+            :meth:`batchnorm_calibration_forward`), ``training_views`` on seeded training views of
+            them (a few passes; needs :meth:`training_views`).
         max_epochs: Optional trainer ``max_epochs`` imposed by the model (for ``anomalib
             benchmark``, whose trainer cannot be configured); ``None`` leaves the trainer's.
         val_every_n_epochs: Optional trainer ``check_val_every_n_epoch`` imposed likewise. Each
@@ -194,7 +201,7 @@ class ContrastiveAnomalyMixin(
         image_size: int,
         mixed_precision: bool = True,
         compile_step: bool = False,
-        bn_recalibration: bool = False,
+        bn_recalibration: BatchNormRecalibrationOption = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
         pre_processor: nn.Module | bool = True,
@@ -435,13 +442,13 @@ class ContrastiveAnomalyMixin(
                 "Lower the learning rate (model.lr), check the input images for NaN/inf values, "
                 "or disable mixed_precision."
             )
-            raise FloatingPointError(msg)
+            raise TrainingDivergedError(msg)
 
     def on_train_epoch_end(self) -> None:
         """Check the last loss of the epoch too."""
         if self._pending_loss is not None and not bool(torch.isfinite(self._pending_loss)):
             msg = f"{self.name}: the training loss became {self._pending_loss.item()} at the end of the epoch."
-            raise FloatingPointError(msg)
+            raise TrainingDivergedError(msg)
 
 
 _MIXIN_PARAMETERS = tuple(inspect.signature(ContrastiveAnomalyMixin.__init__).parameters)[1:]

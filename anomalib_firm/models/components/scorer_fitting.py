@@ -4,16 +4,19 @@ The scorer is re-fitted on the normal training images at the start of validation
 prediction whenever the network has trained since the last fit (or nothing was fitted). With
 ``bn_recalibration`` the BatchNorm statistics are first recomputed on those images with the current
 weights (:func:`~.batch_norm.recalibrate_batchnorm`), so the scorer never sees statistics of older
-weights. Under DDP the fit runs on rank 0 and its buffers are broadcast, and evaluation counts every
-image once (see :mod:`.distributed`). Each model implements :meth:`ScorerFittingMixin.fit_scorer`
-and :meth:`ScorerFittingMixin.scorer_is_empty`; everything else is here.
+weights: over the clean images (``normal_images``) or over seeded training views of them
+(``training_views``: the distribution the weights were trained on, averaged over many batches
+instead of the moving average's last few). Under DDP the fit runs on rank 0 and its buffers are
+broadcast, and evaluation counts every image once (see :mod:`.distributed`). Each model implements
+:meth:`ScorerFittingMixin.fit_scorer` and :meth:`ScorerFittingMixin.scorer_is_empty`; everything else
+is here.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from anomalib.data import Batch
@@ -22,6 +25,33 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from anomalib_firm.models.components import batch_norm, distributed
+from anomalib_firm.models.components.random_state import preserved_random_state
+
+#: Where the BatchNorm statistics the scorer is fitted with come from (the ``bn_recalibration`` option):
+#: ``False`` the moving averages of training; ``normal_images`` recomputed on the clean normal
+#: training images; ``training_views`` recomputed on seeded training views of them.
+BatchNormRecalibration = Literal[False, "normal_images", "training_views"]
+#: The option as models take it (``True`` = ``normal_images``).
+BatchNormRecalibrationOption = bool | Literal["normal_images", "training_views"]
+
+#: ``training_views`` recalibration reads at most this many passes over the normal images ...
+CALIBRATION_PASSES = 4
+#: ... and stops after the batch in which it has seen this many views (large sets: part of one pass).
+CALIBRATION_VIEWS = 10_000
+
+
+def batchnorm_recalibration_mode(value: BatchNormRecalibrationOption | str) -> BatchNormRecalibration:
+    """The ``bn_recalibration`` option as a mode: ``True`` is ``normal_images`` (its meaning before the modes).
+
+    Raises:
+        ValueError: Any other value than a bool, ``normal_images`` or ``training_views``.
+    """
+    if value is True:
+        return "normal_images"
+    if value is False or value in ("normal_images", "training_views"):
+        return value  # type: ignore[return-value]
+    msg = f"bn_recalibration={value!r}: use false, 'normal_images' (true) or 'training_views'."
+    raise ValueError(msg)
 
 
 class NormalBatch(NamedTuple):
@@ -68,8 +98,8 @@ class ScorerFittingMixin:
     pre_processor: Any
     name: str
 
-    def _init_scorer_state(self, bn_recalibration: bool) -> None:
-        self.bn_recalibration = bn_recalibration
+    def _init_scorer_state(self, bn_recalibration: BatchNormRecalibrationOption) -> None:
+        self.bn_recalibration = batchnorm_recalibration_mode(bn_recalibration)
         self._scorer_stale = False  # the network trained since the last fit
 
     @abstractmethod
@@ -163,17 +193,52 @@ class ScorerFittingMixin:
         """
         self.model.rotation_features(images)  # type: ignore[operator]
 
+    def training_views(self, images: torch.Tensor) -> torch.Tensor:
+        """The network inputs a training step makes of resized normal images ``(B, 3, H, W)``: ``(V, 3, H, W)``.
+
+        For ``bn_recalibration="training_views"``; the models with that mode override it (the
+        views then run through ``self.model`` in train-mode order: encoder and head).
+        """
+        msg = f"{self.name} does not make training views: use bn_recalibration 'normal_images' or false."
+        raise NotImplementedError(msg)
+
     def recalibrate_batchnorm(self, loader: Any) -> int:
         """Recompute every BatchNorm layer's running statistics on a loader's images with the current weights.
 
-        See :func:`~anomalib_firm.models.components.batch_norm.recalibrate_batchnorm`; the forward path
-        is :meth:`batchnorm_calibration_forward` on the resized images.
+        See :func:`~anomalib_firm.models.components.batch_norm.recalibrate_batchnorm`. ``normal_images``
+        (and ``True``): one pass of :meth:`batchnorm_calibration_forward` over the resized images.
+        ``training_views``: :meth:`training_views` of the images through the network, up to
+        ``CALIBRATION_PASSES`` passes, stopping once ``CALIBRATION_VIEWS`` views were seen (a set of
+        more than 1,250 images: its first images in the loader's order), drawn from a fixed seed with
+        the global random state restored afterwards (same statistics every fit; training's random
+        stream untouched, so resumed runs stay identical). Cost per fit: at most ``CALIBRATION_VIEWS``
+        forward passes without gradients, about the work of 13 training steps of 32 images.
 
         Returns:
             Number of BatchNorm layers recalibrated.
         """
-        images = (self._resized_on_device(batch.image) for batch in loader)
-        return batch_norm.recalibrate_batchnorm(self.model, images, self.batchnorm_calibration_forward)
+        if self.bn_recalibration != "training_views":
+            images = (self._resized_on_device(batch.image) for batch in loader)
+            return batch_norm.recalibrate_batchnorm(self.model, images, self.batchnorm_calibration_forward)
+        with preserved_random_state():
+            torch.manual_seed(0)
+            return batch_norm.recalibrate_batchnorm(self.model, self._training_view_batches(loader), self._embed_views)
+
+    def _embed_views(self, views: torch.Tensor) -> None:
+        """The training forward path (encoder and head, under the training precision) on a batch of views."""
+        with self.autocast():  # type: ignore[attr-defined]
+            self.model.embed(views)  # type: ignore[operator]
+
+    def _training_view_batches(self, loader: Any) -> Iterator[torch.Tensor]:
+        """Batches of :meth:`training_views` of the loader's images for ``training_views`` recalibration."""
+        seen = 0
+        for _ in range(CALIBRATION_PASSES):
+            for batch in loader:
+                views = self.training_views(self._resized_on_device(batch.image))
+                seen += views.shape[0]
+                yield self.as_input(views)  # type: ignore[attr-defined]
+                if seen >= CALIBRATION_VIEWS:
+                    return
 
     # ----------------------------------------------------------------- scoring
     def validation_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:

@@ -54,6 +54,7 @@ from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 from anomalib_firm.models.components.schedules import cosine_factor
+from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
 from anomalib_firm.registry import cli_alias
 
 from .loss import MaskedContrastiveLoss, MissingPartnerRule
@@ -105,12 +106,14 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         lr_floor: The cosine schedule ends at ``lr_floor x lr`` (the authors' ``eta_min``: 5e-4).
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention); ``None`` keeps
             PyTorch's 0.1, as the authors' torchvision ResNet (0.9 scored lower on the digits task).
-        bn_recalibration: Recompute the BatchNorm statistics on the normal training images with the
-            current weights before every Gaussian fit ("precise BN", default): the network is scored
-            with the statistics of the function it was trained as. The untrained network scores
-            lower so (0.62 against 0.97 with the initial mean 0 / variance 1 statistics, which make
-            it an unnormalised random net close to raw pixels; digit 5, 16 px), the trained one
-            steadily (0.968 after 5 epochs, where the moving averages went 0.96 -> 0.90 -> 0.97).
+        bn_recalibration: The BatchNorm statistics the Gaussians are fitted with, recomputed with the
+            current weights before every fit ("precise BN"). ``training_views`` (default): over
+            seeded training views of the normal images (both flipped-rotated views, a few passes),
+            the distribution the network trained on. ``normal_images`` (``True``): over the clean
+            normal images (the default until 2026-12-02). ``False``: the moving averages of
+            training. The untrained network scores lower with recomputed statistics than with the
+            initial mean 0 / variance 1, which make it an unnormalised random net close to raw
+            pixels (README: measurements).
     """
 
     def __init__(
@@ -137,7 +140,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         weight_decay: float = 1e-6,
         lr_floor: float = 5e-4,
         bn_momentum: float | None = None,
-        bn_recalibration: bool = True,
+        bn_recalibration: BatchNormRecalibrationOption = "training_views",
         gather_distributed: bool = True,
         mixed_precision: bool = True,
         compile_step: bool = False,
@@ -265,14 +268,18 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         world_size = int(getattr(self.trainer, "world_size", 1) or 1)
         return NUM_ROTATIONS * int(batch_size) * accumulate * world_size
 
+    def training_views(self, images: torch.Tensor) -> torch.Tensor:
+        """Two on-device views of each of the 4 rotations, base flipped at random: (B, 3, H, W) -> (8B, 3, H, W)."""
+        items, rotation_ids = expand_rotations(images)
+        both = torch.cat([items, items])
+        return self.views(flip_base_images(both, rotation_ids.repeat(2), self.flip_probability))
+
     def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
         """All 4 rotations, two on-device views per item, masked contrastive loss (parts as metrics)."""
-        items, rotation_ids = expand_rotations(images)
+        rotation_ids = torch.arange(NUM_ROTATIONS, device=images.device).repeat_interleave(images.shape[0])
         labels = self.item_labels(class_labels, rotation_ids)
-        both = torch.cat([items, items])
-        views = self.views(flip_base_images(both, rotation_ids.repeat(2), self.flip_probability))
         with self.autocast():
-            view1, view2 = self.model(self.as_input(views)).float().chunk(2)
+            view1, view2 = self.model(self.as_input(self.training_views(images))).float().chunk(2)
         parts = self.loss.forward_parts(view1, view2, labels)
         # Mean cosine over all (view 1, view 2) pairs = dot product of the two mean embeddings (O(N D), not
         # O(N^2 D)); near 1 means the embeddings collapsed onto one direction (see the model README).
