@@ -53,6 +53,19 @@ def test_checkpoint_of_another_network_fails_with_one_message_and_no_traceback(t
     assert "backbone='resnet18_cifar'" in result.stderr  # the checkpoint's setting, to pass
 
 
+def test_diverged_training_fails_with_one_message_and_no_traceback(digits_folder, tmp_path):
+    result = run_anomalib(
+        ["train", "--model", "FIRM", *TINY_FIRM, "--model.lr", "1e30", *folder_data_args(digits_folder),
+         "--trainer.max_epochs", "2"],
+        tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Error: Firm: the training loss became nan" in result.stderr
+    assert "Lower the learning rate (model.lr)" in result.stderr
+
+
 def test_test_and_predict_from_checkpoint(trained, digits_folder):
     workdir, checkpoint, output = trained
     tested = run_anomalib(
