@@ -1,9 +1,8 @@
-"""A FIRM or MCL run killed with SIGKILL after epoch 1 and resumed from its checkpoint ends as the uninterrupted run.
+"""FIRM, MCL and MSC runs killed with SIGKILL after epoch 1 and resumed end as the uninterrupted runs.
 
 Same seed, CPU: the final weights, the bank and the test scores must be equal (the random streams,
-the learning-rate schedule, the NaN guard and the scorer state are restored from the checkpoint).
-MSC's resume (its centre too) was checked the same way by hand: it needs ImageNet weights to train
-meaningfully and a minute more than the suite's budget allows.
+the learning-rate schedule, the NaN guard, the scorer state and MSC's centre are restored from the
+checkpoint).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import pytest
 import torch
 from cli_utils import TINY_FIRM, folder_data_args, folder_test_images, metric, run_anomalib
 
-from anomalib_firm.models import Firm, Mcl
+from anomalib_firm.models import Firm, Mcl, Msc
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +31,8 @@ MODELS = {
     "FIRM": (TINY_FIRM, Firm),
     "MCL": (["--model.backbone", "resnet18_cifar", "--model.image_size", "16", "--model.head_hidden_dim", "64",
              "--model.visualizer", "false"], Mcl),
+    "MSC": (["--model.backbone", "resnet18", "--model.weights", "random", "--model.image_size", "16",
+             "--model.lr", "0.001", "--model.visualizer", "false"], Msc),
 }  # fmt: skip
 
 
