@@ -83,7 +83,7 @@ def build_module(name: str, args: argparse.Namespace, compact: bool) -> tuple[nn
         return Msc(
             backbone="efficientnet_lite0", weights="efficientnet-lite0-package", image_size=64, **bank, **off
         ), 64
-    return Mcl(backbone="resnet18_cifar", image_size=16, **off), 16
+    return Mcl(backbone="resnet18_cifar", image_size=16, bn_recalibration=True, **off), 16
 
 
 def load_data(category: str) -> tuple[Any, Any]:
