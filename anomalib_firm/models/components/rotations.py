@@ -30,5 +30,9 @@ def expand_rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         msg = f"Rotation shifting needs square images, got {tuple(images.shape[-2:])}: set a square image_size."
         raise ValueError(msg)
     rotated = torch.cat([rotate(images, rotation_id) for rotation_id in range(NUM_ROTATIONS)])
-    ids = torch.arange(NUM_ROTATIONS, device=images.device).repeat_interleave(images.shape[0])
-    return rotated, ids
+    return rotated, rotation_ids(images.shape[0], images.device)
+
+
+def rotation_ids(num_images: int, device: torch.device | None = None) -> torch.Tensor:
+    """Rotation id of each of the ``4 x num_images`` items of :func:`expand_rotations`: ``(4B,)`` int64."""
+    return torch.arange(NUM_ROTATIONS, device=device).repeat_interleave(num_images)

@@ -36,7 +36,7 @@ from anomalib_firm.models.components.base_module import (
 )
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.models.components.schedules import OneCycleSchedule
 from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
 from anomalib_firm.registry import cli_alias
@@ -183,11 +183,11 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
 
     def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
         """Rotation outliers, two on-device views per item, FIRM loss (the unrotated items are the inliers)."""
-        rotation_ids = torch.arange(NUM_ROTATIONS, device=images.device).repeat_interleave(images.shape[0])
+        item_rotations = rotation_ids(images.shape[0], images.device)
         item_classes = None if class_labels is None else class_labels.repeat(NUM_ROTATIONS)
         with self.autocast():
             view1, view2 = self.model(self.as_input(self.training_views(images))).float().chunk(2)
-        return TrainingLoss(self.loss(view1, view2, rotation_ids == 0, item_classes, rotation_ids), {})
+        return TrainingLoss(self.loss(view1, view2, item_rotations == 0, item_classes, item_rotations), {})
 
     def scorer_is_empty(self) -> bool:
         """True until the bank was built."""

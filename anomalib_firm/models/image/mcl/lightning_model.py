@@ -52,7 +52,7 @@ from anomalib_firm.models.components.base_module import (
 )
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.models.components.schedules import cosine_factor
 from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
 from anomalib_firm.registry import cli_alias
@@ -270,14 +270,14 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
 
     def training_views(self, images: torch.Tensor) -> torch.Tensor:
         """Two on-device views of each of the 4 rotations, base flipped at random: (B, 3, H, W) -> (8B, 3, H, W)."""
-        items, rotation_ids = expand_rotations(images)
+        items, item_rotations = expand_rotations(images)
         both = torch.cat([items, items])
-        return self.views(flip_base_images(both, rotation_ids.repeat(2), self.flip_probability))
+        return self.views(flip_base_images(both, item_rotations.repeat(2), self.flip_probability))
 
     def training_loss(self, images: torch.Tensor, class_labels: torch.Tensor | None) -> TrainingLoss:
         """All 4 rotations, two on-device views per item, masked contrastive loss (parts as metrics)."""
-        rotation_ids = torch.arange(NUM_ROTATIONS, device=images.device).repeat_interleave(images.shape[0])
-        labels = self.item_labels(class_labels, rotation_ids)
+        item_rotations = rotation_ids(images.shape[0], images.device)
+        labels = self.item_labels(class_labels, item_rotations)
         with self.autocast():
             view1, view2 = self.model(self.as_input(self.training_views(images))).float().chunk(2)
         parts = self.loss.forward_parts(view1, view2, labels)
@@ -292,19 +292,19 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         }
         return TrainingLoss(parts.loss, metrics)
 
-    def item_labels(self, class_labels: torch.Tensor | None, rotation_ids: torch.Tensor) -> torch.Tensor:
+    def item_labels(self, class_labels: torch.Tensor | None, item_rotations: torch.Tensor) -> torch.Tensor:
         """Loss labels of the ``4B`` items: ``class + C x rotation``; one-class: the rotation, as the loss's class.
 
         Args:
             class_labels: ``(B,)`` class of every image in labelled mode, ``None`` in one-class mode.
-            rotation_ids: ``(4B,)`` rotation of every item, rotation-major as from :func:`expand_rotations`.
+            item_rotations: ``(4B,)`` rotation of every item, rotation-major as from :func:`expand_rotations`.
 
         Returns:
             ``(4B,)`` int64 labels.
         """
         if class_labels is None:
-            return rotation_ids
-        return class_labels.repeat(NUM_ROTATIONS) + self.num_classes * rotation_ids
+            return item_rotations
+        return class_labels.repeat(NUM_ROTATIONS) + self.num_classes * item_rotations
 
     # ----------------------------------------------------------------- scoring
     def scorer_is_empty(self) -> bool:
@@ -328,8 +328,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             )
             rotation_features = self.model.rotation_features(batch_images)  # (4, B, D)
             features.append(rotation_features.reshape(-1, rotation_features.shape[-1]))
-            rotation_ids = torch.arange(NUM_ROTATIONS, device=batch_images.device)
-            rotations.append(rotation_ids.repeat_interleave(len(batch_images)))
+            rotations.append(rotation_ids(len(batch_images), batch_images.device))
             classes.append(batch_classes.repeat(NUM_ROTATIONS))
         if not features:
             msg = "MCL found no normal training images to fit its Gaussians on."
