@@ -8,8 +8,8 @@ set at import time.
 - :func:`quiet_export`: the ONNX exporter's INFO logs (about 480 lines for one model: graph
   passes, deduplicated initialisers) and its harmless warnings about ``None`` outputs.
 - :func:`quiet_cli_run`: one ``anomalib`` command run with one of our models: each log record
-  once (anomalib's CLI logs every record twice, plain and through rich) and no known-harmless
-  deprecation warnings of the libraries underneath.
+  once (anomalib's CLI logs every record twice, plain and through rich), no known-harmless
+  deprecation warnings of the libraries underneath and no advertisement lines from Lightning.
 - :func:`quiet_anomalib_import`: the deprecation warnings that anomalib's own modules raise when
   ``anomalib.models`` is imported (nothing a user can act on).
 - :class:`InputError`: our errors about the user's input, shown by the CLI as their message alone;
@@ -36,6 +36,12 @@ EXPORT_LOG_LEVELS: dict[str, int] = {
 RUN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # lightning 2.6's CombinedLoader with torch >= 2.10 (internal to lightning, nothing to change on our side).
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+#: ``(logger, message prefix)`` of log records that only advertise: Lightning 2.6 suggests a cloud logger
+#: package at every ``Trainer`` creation (``rank_zero_info`` in its logger connector).
+ADVERTISEMENT_RECORDS: tuple[tuple[str, str], ...] = (
+    ("lightning.pytorch.utilities.rank_zero", "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging"),
 )
 
 #: ``(category, message regex)`` of the warnings anomalib 2.7's own modules raise while ``anomalib.models`` loads.
@@ -139,10 +145,37 @@ def single_console_handler(logger: logging.Logger | None = None) -> Iterator[Non
             logger.addHandler(handler)
 
 
+class _DropPrefixes(logging.Filter):
+    """Drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def dropped_records(rules: Iterable[tuple[str, str]]) -> Iterator[None]:
+    """Drop the log records of logger ``name`` starting with ``prefix`` while inside; the filters go on exit."""
+    prefixes: dict[str, tuple[str, ...]] = {}
+    for name, prefix in rules:
+        prefixes[name] = (*prefixes.get(name, ()), prefix)
+    installed = [(logging.getLogger(name), _DropPrefixes(names_prefixes)) for name, names_prefixes in prefixes.items()]
+    for logger, record_filter in installed:
+        logger.addFilter(record_filter)
+    try:
+        yield
+    finally:
+        for logger, record_filter in installed:
+            logger.removeFilter(record_filter)
+
+
 @contextlib.contextmanager
 def quiet_cli_run() -> Iterator[None]:
-    """One ``anomalib`` command with one of our models: records printed once, harmless warnings silenced."""
-    with single_console_handler(), ignored_warnings(RUN_WARNINGS):
+    """One ``anomalib`` command with one of our models: records printed once, harmless noise silenced."""
+    with single_console_handler(), ignored_warnings(RUN_WARNINGS), dropped_records(ADVERTISEMENT_RECORDS):
         yield
 
 

@@ -15,8 +15,10 @@ from model_utils import IMAGE_SIZE, tiny_model
 from anomalib_firm._hook import _ChainedLoader
 from anomalib_firm.console import (
     EXPORT_LOG_LEVELS,
+    dropped_records,
     ignored_warnings,
     logger_levels,
+    quiet_cli_run,
     single_console_handler,
 )
 from anomalib_firm.models.components.base_module import NormalBatch
@@ -25,7 +27,7 @@ EXPORT_LOGGERS = tuple(EXPORT_LOG_LEVELS)
 
 
 class _Records(logging.Handler):
-    """Collects every record that reaches the root logger."""
+    """Collects every record that reaches the logger it is added to."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -104,6 +106,35 @@ def test_single_console_handler_prints_each_record_once_then_restores(capsys):
         logger.removeHandler(plain)
         logger.removeHandler(rich)
         logger.propagate = True
+
+
+def test_lightning_advertisement_is_dropped_only_inside_and_other_records_kept():
+    """Lightning's "Tip: ... litlogger" line at Trainer creation is gone in our CLI runs; its other lines stay."""
+    from lightning.pytorch import Trainer
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # Lightning's rank_zero_info logger
+
+    def trainer_messages() -> list[str]:
+        records = _Records()
+        logger.addHandler(records)
+        try:
+            Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+        finally:
+            logger.removeHandler(records)
+        return [record.getMessage() for record in records.records]
+
+    def has_tip(messages: list[str]) -> bool:
+        return any("litlogger" in message for message in messages)
+
+    assert has_tip(trainer_messages())  # Lightning's behaviour this guards against (fails if Lightning drops it)
+    with quiet_cli_run():
+        inside = trainer_messages()
+    assert not has_tip(inside)
+    assert any(message.startswith("GPU available") for message in inside)
+    assert has_tip(trainer_messages())  # the filter is gone again
+    with dropped_records([(logger.name, "drop me")]):
+        assert len(logger.filters) == 1
+    assert logger.filters == []
 
 
 def test_anomalib_models_import_is_quiet_and_later_warnings_still_show():
