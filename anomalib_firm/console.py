@@ -12,7 +12,8 @@ set at import time.
   deprecation warnings of the libraries underneath and no advertisement lines from Lightning.
 - :func:`quiet_anomalib_import`: the deprecation warnings that anomalib's own modules raise when
   ``anomalib.models`` is imported (nothing a user can act on).
-- :class:`InputError`: our errors about the user's input, shown by the CLI as their message alone;
+- :class:`InputError` (and :class:`MissingInputError`, :class:`UnavailableInputError`): our errors about
+  the user's input, shown by the CLI as their message alone;
 - :class:`TrainingDivergedError`: a NaN/inf training loss, shown the same way.
 """
 
@@ -38,10 +39,18 @@ RUN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )
 
+#: Loggers that Lightning's ``rank_zero_info`` may write through: the last-imported of Lightning's packages
+#: sets it (``lightning_utilities.core.rank_zero.log``), so the record's logger depends on import order.
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+)
 #: ``(logger, message prefix)`` of log records that only advertise: Lightning 2.6 suggests a cloud logger
 #: package at every ``Trainer`` creation (``rank_zero_info`` in its logger connector).
-ADVERTISEMENT_RECORDS: tuple[tuple[str, str], ...] = (
-    ("lightning.pytorch.utilities.rank_zero", "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging"),
+ADVERTISEMENT_RECORDS: tuple[tuple[str, str], ...] = tuple(
+    (name, "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging") for name in _RANK_ZERO_LOGGERS
 )
 
 #: ``(category, message regex)`` of the warnings anomalib 2.7's own modules raise while ``anomalib.models`` loads.
@@ -57,6 +66,14 @@ class InputError(ValueError):
     Under the ``anomalib`` command with one of our models it is printed as that one message, without a
     traceback (:func:`anomalib_firm._register.patch_cli`); in Python it is an ordinary ``ValueError``.
     """
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder that the settings name (data, weights) does not exist; also a ``FileNotFoundError``."""
+
+
+class UnavailableInputError(InputError, RuntimeError):
+    """Something the run needs (a data set, pretrained weights) could not be fetched; the message says how to get it."""
 
 
 class TrainingDivergedError(FloatingPointError):

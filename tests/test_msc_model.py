@@ -389,3 +389,29 @@ def test_cli_openvino_export_offline_matches_torch(trained, digits_folder, offli
     model = Msc.load_from_checkpoint(checkpoint)
     # The graph holds the resize (identity here), the centre crop, the encoder and the k-NN score.
     assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_pretrained_weights_unavailable_offline_is_one_message(digits_folder, offline, tmp_path):
+    """Offline with no cached weights: what to pass instead, without a traceback (exit status 1)."""
+    (tmp_path / "run").mkdir()
+    result = run_anomalib(
+        ["train", "--model", "MSC", *CHECKPOINT_NETWORK, "--model.visualizer", "false",
+         *folder_data_args(digits_folder), "--trainer.max_epochs", "1"],
+        tmp_path / "run",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Error: Could not download the ImageNet weights of backbone 'resnet18'" in result.stderr
+    assert "weights=<path to .pth>" in result.stderr
+    missing = tmp_path / "missing.pth"
+    result = run_anomalib(
+        ["train", "--model", "MSC", *CHECKPOINT_NETWORK, "--model.weights", str(missing),
+         "--model.visualizer", "false", *folder_data_args(digits_folder), "--trainer.max_epochs", "1"],
+        tmp_path / "run",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"Error: Weights file not found: {missing}" in result.stderr

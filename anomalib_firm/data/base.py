@@ -43,6 +43,7 @@ from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 from torchvision.tv_tensors import Image
 
+from anomalib_firm.console import InputError
 from anomalib_firm.data import visualization
 from anomalib_firm.data.batch import OneVsRestImageBatch, OneVsRestImageItem
 
@@ -148,7 +149,7 @@ def resolve_classes(category: int | str | Sequence[int | str], class_names: Sequ
         indices.update(_resolve_one(item, class_names, dataset))
     if not indices:
         msg = f"No normal class given for {dataset}: category must name at least one class."
-        raise ValueError(msg)
+        raise InputError(msg)
     return sorted(indices)
 
 
@@ -171,7 +172,7 @@ def _resolve_one(item: int | str, class_names: Sequence[str], dataset: str) -> l
             ]
     valid = ", ".join(f"{index}={name!r}" for index, name in enumerate(class_names))
     msg = f"Unknown class {item!r} for {dataset}. Valid classes (index=name; give either): {valid}."
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 class InMemoryImageDataset(AnomalibDataset):
@@ -446,15 +447,15 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         if self.val_split_mode not in _SUPPORTED_VAL_SPLIT_MODES:
             modes = [mode.value for mode in _SUPPORTED_VAL_SPLIT_MODES]
             msg = f"val_split_mode {self.val_split_mode.value!r} is not supported for in-memory data; use {modes}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.test_split_mode not in _SUPPORTED_TEST_SPLIT_MODES:
             modes = [mode.value for mode in _SUPPORTED_TEST_SPLIT_MODES]
             msg = f"test_split_mode {self.test_split_mode.value!r} is not supported for in-memory data; use {modes}."
-            raise ValueError(msg)
+            raise InputError(msg)
         for name, value in (("max_train_images", max_train_images), ("max_test_images", max_test_images)):
             if value is not None and value < 1:
                 msg = f"{name} must be a positive number of images or None, got {value}."
-                raise ValueError(msg)
+                raise InputError(msg)
         self.max_train_images = max_train_images
         self.max_test_images = max_test_images
         self._loaded: tuple[SplitArrays, SplitArrays] | None = None
@@ -540,10 +541,10 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         train, test = self._loaded
         if len(train.images) == 0:
             msg = f"{self.name} has no training images of the normal class(es) {self.normal_classes}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if len(test.images) == 0:
             msg = f"{self.name} has no test images."
-            raise ValueError(msg)
+            raise InputError(msg)
         common = {"name": self.name, "class_names": self.class_names, "normal_indices": self._normal_indices}
         self.train_data = InMemoryImageDataset(split="train", arrays=train, category=self.category, **common)
         self.test_data = InMemoryImageDataset(split="test", arrays=test, category=self.category, **common)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torchvision.datasets.utils import download_and_extract_archive
 
+from anomalib_firm.console import InputError, MissingInputError
 from anomalib_firm.data.base import SplitArrays
 from anomalib_firm.data.downloadable import DownloadableDataModule
 
@@ -80,10 +81,10 @@ def read_cifar_pickle(path: Path) -> dict[str, Any]:
             batch = pickle.load(file, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
         msg = f"Cannot read CIFAR batch file '{path}': {error}"
-        raise ValueError(msg) from error
+        raise InputError(msg) from error
     if not isinstance(batch, dict):
         msg = f"CIFAR batch file '{path}' does not hold a dict (found {type(batch).__name__})."
-        raise ValueError(msg)
+        raise InputError(msg)
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
 
 
@@ -92,12 +93,12 @@ def _batch_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     batch = read_cifar_pickle(path)
     if "data" not in batch or label_key not in batch:
         msg = f"CIFAR batch file '{path}' lacks the key 'data' or {label_key!r} (found {sorted(batch)})."
-        raise ValueError(msg)
+        raise InputError(msg)
     data = np.asarray(batch["data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         msg = f"CIFAR batch file '{path}' has data of shape {data.shape} for {len(labels)} labels; expected (N, 3072)."
-        raise ValueError(msg)
+        raise InputError(msg)
     # Rows hold the red, green and blue 32x32 planes in turn: already channel-first.
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -137,7 +138,7 @@ class _CIFAR(DownloadableDataModule):
                 f"(or directly in '{self.root}'). Pass download=True to download {self.archive} from {self.url} "
                 f"into '{self.root}', or point root at a folder holding these files."
             )
-            raise FileNotFoundError(msg)
+            raise MissingInputError(msg)
         return folder
 
     def _read_split(self, split: str) -> SplitArrays:
@@ -148,7 +149,7 @@ class _CIFAR(DownloadableDataModule):
         labels = np.concatenate([labels for _, labels in parts])
         if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(self.class_names):
             msg = f"{self.name} labels in {files} fall outside 0..{len(self.class_names) - 1}."
-            raise ValueError(msg)
+            raise InputError(msg)
         return SplitArrays(images=torch.from_numpy(np.ascontiguousarray(images)), class_index=torch.from_numpy(labels))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from anomalib_firm.console import InputError, MissingInputError
 from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays, base_arguments
 from anomalib_firm.data.image_depth import to_8bit
 
@@ -62,7 +63,7 @@ def list_images(folder: Path, extensions: Sequence[str]) -> list[Path]:
     """
     if not folder.is_dir():
         msg = f"Class folder '{folder}' does not exist."
-        raise FileNotFoundError(msg)
+        raise MissingInputError(msg)
     suffixes = {extension.lower() for extension in extensions}
     files = sorted(
         path
@@ -71,7 +72,7 @@ def list_images(folder: Path, extensions: Sequence[str]) -> list[Path]:
     )
     if not files:
         msg = f"Class folder '{folder}' holds no image file (extensions {sorted(suffixes)})."
-        raise ValueError(msg)
+        raise InputError(msg)
     return files
 
 
@@ -92,7 +93,7 @@ def read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         msg = f"Cannot read image file '{path}': {error}"
-        raise ValueError(msg) from error
+        raise InputError(msg) from error
 
 
 def decode_images(paths: Sequence[Path], size: tuple[int, int] | None) -> torch.Tensor:
@@ -120,7 +121,7 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int] | None) -> torch.
                 f"Image '{paths[position]}' is {image.shape[1]}x{image.shape[0]} but '{paths[0]}' is "
                 f"{width}x{height}: pass image_size to resize all images at load time."
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         images[position] = image
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as executor:
@@ -189,13 +190,13 @@ class ClassFolder(OneVsRestDataModule):
     ) -> None:
         if (train_dir is None) != (test_dir is None):
             msg = "Give both train_dir and test_dir, or neither (then root is split by train_ratio)."
-            raise ValueError(msg)
+            raise InputError(msg)
         if train_dir is None and root is None:
             msg = "Give root (one folder per class) or train_dir and test_dir."
-            raise ValueError(msg)
+            raise InputError(msg)
         if not 0.0 < train_ratio < 1.0:
             msg = f"train_ratio must be between 0 and 1 (exclusive), got {train_ratio}."
-            raise ValueError(msg)
+            raise InputError(msg)
         self.root = Path(root) if root is not None else None
         self.train_dir = self._under_root(train_dir)
         self.test_dir = self._under_root(test_dir)
@@ -220,7 +221,7 @@ class ClassFolder(OneVsRestDataModule):
         size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
         if len(size) != 2 or min(size) < 1:
             msg = f"image_size must be a positive int or (height, width), got {image_size!r}."
-            raise ValueError(msg)
+            raise InputError(msg)
         return size  # type: ignore[return-value]
 
     @property
@@ -237,7 +238,7 @@ class ClassFolder(OneVsRestDataModule):
     def _class_folders(folder: Path) -> list[str]:
         if not folder.is_dir():
             msg = f"Folder '{folder}' does not exist."
-            raise FileNotFoundError(msg)
+            raise MissingInputError(msg)
         return sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
 
     def _scan_classes(self) -> list[str]:
@@ -245,7 +246,7 @@ class ClassFolder(OneVsRestDataModule):
         names = sorted({name for folder in folders for name in self._class_folders(folder)})  # type: ignore[arg-type]
         if not names:
             msg = f"No class sub-folder found in {', '.join(repr(str(folder)) for folder in folders)}."
-            raise ValueError(msg)
+            raise InputError(msg)
         return names
 
     def _files(self, folder: Path, class_indices: Sequence[int], required: bool) -> tuple[list[Path], list[int]]:

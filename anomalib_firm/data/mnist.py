@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torchvision.datasets.utils import download_url
 
+from anomalib_firm.console import InputError, MissingInputError, UnavailableInputError
 from anomalib_firm.data.base import SplitArrays
 from anomalib_firm.data.downloadable import DownloadableDataModule
 
@@ -82,16 +83,16 @@ def read_idx(path: Path) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as error:
         msg = f"Cannot read idx file '{path}': {error}"
-        raise ValueError(msg) from error
+        raise InputError(msg) from error
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         msg = f"'{path}' is not an idx file of unsigned bytes (magic {raw[:4].hex()}, expected 000008xx)."
-        raise ValueError(msg)
+        raise InputError(msg)
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     if len(raw) - header != math.prod(shape):
         msg = f"idx file '{path}' holds {len(raw) - header} bytes of data for the shape {shape}: truncated?"
-        raise ValueError(msg)
+        raise InputError(msg)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -146,7 +147,7 @@ class _MNISTLike(DownloadableDataModule):
                 f"{self.name} files not found: expected {names} together in one of {folders}{fallback}. "
                 f"Pass download=True to download them into '{self.root / self.name / 'raw'}'."
             )
-            raise FileNotFoundError(msg)
+            raise MissingInputError(msg)
         return found
 
     def _download(self, folder: Path) -> None:
@@ -164,17 +165,17 @@ class _MNISTLike(DownloadableDataModule):
                     errors.append(f"{mirror}: {error}")
             else:
                 msg = f"Could not download {filename}:\n" + "\n".join(errors)
-                raise RuntimeError(msg)
+                raise UnavailableInputError(msg)
 
     def _read_split(self, split: str) -> SplitArrays:
         files = self._locate()
         images, labels = read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             msg = f"{self.name} {split} files hold images {images.shape} and labels {labels.shape}: they do not match."
-            raise ValueError(msg)
+            raise InputError(msg)
         if labels.max(initial=0) >= len(self.class_names):
             msg = f"{self.name} {split} labels exceed {len(self.class_names) - 1}."
-            raise ValueError(msg)
+            raise InputError(msg)
         # np.frombuffer arrays are read-only: copy once into a tensor (N, 1, H, W).
         return SplitArrays(
             images=torch.from_numpy(images[:, None].copy()),

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from anomalib_firm.console import InputError
+
 BackboneSource = Literal["cifar", "efficientnet_lite0", "torchvision", "timm"]
 
 #: Blocks per stage of the CIFAR-stem ResNets (:class:`~anomalib_firm.models.components.backbones.CifarResNet`).
@@ -63,11 +65,11 @@ def resolve_backbone_name(name: str) -> tuple[BackboneSource, str]:
     if sep and prefix == "timm":
         if not _is_timm_model(rest):
             msg = f"Unknown timm model {rest!r} (from backbone name {name!r})."
-            raise ValueError(msg)
+            raise InputError(msg)
         return "timm", rest
     if sep:
         msg = f"Unknown backbone prefix {prefix!r} in {name!r}: use 'timm:', 'torchvision:' or 'tv:'."
-        raise ValueError(msg)
+        raise InputError(msg)
     if _is_torchvision_family(name):
         return "torchvision", name
     if _is_timm_model(name):

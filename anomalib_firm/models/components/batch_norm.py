@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from anomalib_firm.console import InputError
+
 
 def set_batchnorm_momentum(module: nn.Module, momentum: float | None) -> int:
     """Set the running-statistics momentum of every BatchNorm layer below ``module``.
@@ -40,7 +42,7 @@ def set_batchnorm_momentum(module: nn.Module, momentum: float | None) -> int:
         return 0
     if not 0 < momentum <= 1:
         msg = f"bn_momentum must lie in (0, 1] (PyTorch's convention: weight of the newest batch), got {momentum}."
-        raise ValueError(msg)
+        raise InputError(msg)
     layers = batchnorm_layers(module)
     for layer in layers:
         layer.momentum = momentum

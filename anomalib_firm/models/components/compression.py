@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms.v2 import functional as TF
 
+from anomalib_firm.console import InputError
 from anomalib_firm.models.components.feature_bank import FeatureBank
 from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians
 
@@ -217,10 +218,10 @@ class ScorerPreservingExportMixin:
             return nncf.compress_weights(model, ignored_scope=scope)
         if compression_type not in (CompressionType.INT8_PTQ, CompressionType.INT8_ACQ):
             msg = f"Unrecognized compression type: {compression_type}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if datamodule is None:
             msg = f"{compression_type.name} needs a data module with normal training images to calibrate on (--data)."
-            raise ValueError(msg)
+            raise InputError(msg)
         size = _input_size(model)
         calibration = calibration_batches(datamodule, size)
         dataset = nncf.Dataset(calibration)
@@ -228,7 +229,7 @@ class ScorerPreservingExportMixin:
             return nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=scope)
         if not 0 <= max_drop <= 1:
             msg = f"max_drop must be between 0 and 1, got {max_drop}"
-            raise ValueError(msg)
+            raise InputError(msg)
         validation = _validation_batches(datamodule, size)
         return nncf.quantize_with_accuracy_control(
             model,

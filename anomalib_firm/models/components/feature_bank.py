@@ -24,6 +24,8 @@ from anomalib.models.components.base import DynamicBufferMixin
 from anomalib.models.components.sampling import KCenterGreedy
 from torch.nn import functional as F
 
+from anomalib_firm.console import InputError
+
 BankSampling = Literal["coreset", "random"]
 BankPrecision = Literal["float32", "float16"]
 _BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -82,13 +84,13 @@ class BankCompaction:
     def __post_init__(self) -> None:
         if self.max_size is not None and self.max_size < 1:
             msg = f"The bank size limit must be a positive number of features (or None for all), got {self.max_size}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.sampling not in ("coreset", "random"):
             msg = f"Unknown bank sampling {self.sampling!r}: use 'coreset' or 'random'."
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.precision not in _BANK_DTYPES:
             msg = f"Unknown bank precision {self.precision!r}: use 'float32' or 'float16'."
-            raise ValueError(msg)
+            raise InputError(msg)
 
     def select(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Sorted indices of the features kept in each view of ``features`` (views, N, D)."""

@@ -43,6 +43,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from anomalib_firm.console import InputError
+
 CombineMethod = Literal["harmonic", "mean", "min"]
 _COMBINE_METHODS: tuple[str, ...] = ("harmonic", "mean", "min")
 CovarianceEstimator = Literal["ledoit_wolf", "oas", "sample"]
@@ -93,7 +95,7 @@ def estimate_covariance(
         shrinkage = 1.0 if denominator == 0 else min((alpha + mu**2) / denominator, 1.0)
     else:
         msg = f"covariance estimator must be one of {_COVARIANCE_ESTIMATORS}, got {estimator!r}."
-        raise ValueError(msg)
+        raise InputError(msg)
     shrunk = (1.0 - shrinkage) * empirical
     shrunk.diagonal().add_(shrinkage * mu)
     return shrunk, shrinkage
@@ -172,16 +174,16 @@ class ClassRotationGaussians(nn.Module):
         super().__init__()
         if num_classes < 1 or num_rotations < 1 or dim < 1:
             msg = f"num_classes, num_rotations and dim must be >= 1, got {num_classes}, {num_rotations}, {dim}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if ridge < 0:
             msg = f"ridge must be >= 0, got {ridge}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if combine not in _COMBINE_METHODS:
             msg = f"combine must be one of {_COMBINE_METHODS}, got {combine!r}."
-            raise ValueError(msg)
+            raise InputError(msg)
         if covariance not in _COVARIANCE_ESTIMATORS:
             msg = f"covariance must be one of {_COVARIANCE_ESTIMATORS}, got {covariance!r}."
-            raise ValueError(msg)
+            raise InputError(msg)
         self.covariance = covariance
         #: Shrinkage of every cell at the last :meth:`fit` (0 for ``"sample"``), for logs; not saved.
         self.shrinkage = torch.zeros(num_classes, num_rotations, dtype=torch.float64)

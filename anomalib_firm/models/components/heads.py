@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomalib_firm.console import InputError
+
 
 class ProjectionHead(nn.Module):
     """MLP projection head: ``num_layers`` linear layers, optional BatchNorm, L2-normalised output.
@@ -39,7 +41,7 @@ class ProjectionHead(nn.Module):
         super().__init__()
         if num_layers < 1:
             msg = f"num_layers must be >= 1, got {num_layers}."
-            raise ValueError(msg)
+            raise InputError(msg)
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(num_layers - 1):

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from anomalib_firm.console import InputError, UnavailableInputError
 from anomalib_firm.models.components.backbone_names import resolve_backbone_name
 from anomalib_firm.models.components.offline_help import missing_package_message, missing_weights_message
 from anomalib_firm.models.components.weight_files import (
@@ -98,7 +99,7 @@ _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 _NETWORK_MODULES = frozenset({"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "urllib", "socket"})
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(UnavailableInputError):
     """Raised when ImageNet weights were asked for but can be neither downloaded nor found locally."""
 
 
@@ -265,7 +266,7 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
             weights_enum = _torchvision_weights_enum(architecture, weights)
         except KeyError:
             msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a torchvision member name, a path, None."
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         try:
             state_dict = _download_torchvision_state_dict(weights_enum)
         except Exception as error:
@@ -279,7 +280,7 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
 
     if weights != "imagenet":
         msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a file path or None."
-        raise ValueError(msg)
+        raise InputError(msg)
     package_file = find_efficientnet_lite0_weights() if kind == "efficientnet_lite0" else None
     if package_file is not None:  # the same ImageNet weights, installed: no download (and no retries offline)
         _load_into(model, load_state_dict_file(package_file), source, origin=str(package_file))
@@ -300,7 +301,7 @@ def _check_weights_value(name: str, kind: str, weights: str | os.PathLike[str] |
         raise TypeError(msg)
     if weights == EFFICIENTNET_LITE0_PACKAGE and kind != "efficientnet_lite0":
         msg = f"weights={EFFICIENTNET_LITE0_PACKAGE!r} holds EfficientNet-Lite0 weights, not {name!r}."
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 def create_pretrained_model(
@@ -420,7 +421,7 @@ def freeze_modules(module: nn.Module, names: Iterable[str]) -> list[str]:
             submodule = module.get_submodule(name)
         except AttributeError as error:
             msg = f"Cannot freeze {name!r}: no such sub-module in {type(module).__name__}."
-            raise ValueError(msg) from error
+            raise InputError(msg) from error
         for parameter_name, parameter in submodule.named_parameters():
             parameter.requires_grad_(False)
             frozen.append(f"{name}.{parameter_name}" if name else parameter_name)

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
+from anomalib_firm.console import InputError
 from anomalib_firm.models.components import batch_norm, distributed
 from anomalib_firm.models.components.random_state import preserved_random_state
 
@@ -51,7 +52,7 @@ def batchnorm_recalibration_mode(value: BatchNormRecalibrationOption | str) -> B
     if value is False or value in ("normal_images", "training_views"):
         return value  # type: ignore[return-value]
     msg = f"bn_recalibration={value!r}: use false, 'normal_images' (true) or 'training_views'."
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 class NormalBatch(NamedTuple):

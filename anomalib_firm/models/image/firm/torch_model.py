@@ -8,6 +8,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
+from anomalib_firm.console import InputError
 from anomalib_firm.models.components.augmentations import crop_and_resize, sample_crop_boxes
 from anomalib_firm.models.components.backbones import build_encoder
 from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity
@@ -75,7 +76,7 @@ class FirmModel(nn.Module):
         super().__init__()
         if score not in ("cos_k", "angled", "ensemble"):
             msg = f"Unknown FIRM score {score!r}: use 'cos_k', 'angled' or 'ensemble'."
-            raise ValueError(msg)
+            raise InputError(msg)
         self.encoder, feature_dim = build_encoder(backbone)
         self.head = ProjectionHead(
             feature_dim,
