@@ -1,7 +1,8 @@
 """Two CPU processes (gloo) against one: global-batch losses, gradients, and the scorer fitted on rank 0.
 
-One spawn of 2 workers runs every check (starting the processes costs more than the checks) and
-writes what each rank computed; the test process computes the single-process values on the same
+One start of 2 workers runs every check (starting the processes costs more than the checks) and
+writes what each rank computed (spawned, not forked: a forked child of a process that already ran
+autograd fails, as the suite's earlier tests do); the test process computes the single-process values on the same
 global batch and compares them. Tolerance: 1e-5 absolute on losses and gradients (float32; the
 gathered and the single-process loss add the same terms in a different order).
 """
@@ -118,7 +119,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(output)), nprocs=WORLD, start_method="fork")
+    mp.start_processes(_worker, args=(port, str(output)), nprocs=WORLD, start_method="spawn")
     return [torch.load(output / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
