@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from anomalib_firm.console import InputError
+from anomalib_firm.models import Firm
 from anomalib_firm.models.components import augmentations as aug
 from anomalib_firm.models.components.backbones import build_encoder
 from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
 from anomalib_firm.models.components.heads import ProjectionHead
+from anomalib_firm.models.components.learning_rate import items_per_step, scaled_learning_rate
 from anomalib_firm.models.components.rotations import expand_rotations
 from anomalib_firm.models.components.schedules import OneCycleSchedule, cosine_factor, one_cycle_factor
 
@@ -173,8 +178,6 @@ def test_firm_defaults_are_the_authors():
     """The defaults a user gets with ``--model FIRM`` are the paper's / authors' code's (ALGORITHMS.md)."""
     import inspect
 
-    from anomalib_firm.models import Firm
-
     defaults = {name: p.default for name, p in inspect.signature(Firm).parameters.items()}
     expected = {
         "backbone": "resnet18_cifar",
@@ -228,3 +231,22 @@ def test_encoder_names_resolve_as_for_every_backbone():
     assert type(torchvision_net).__module__.startswith("torchvision.")
     assert type(timm_net).__module__.startswith("timm.")
     assert torchvision_net.state_dict().keys() == timm_net.state_dict().keys()  # checkpoints load either way
+
+
+def test_items_per_step_counts_rotations_accumulation_devices_and_small_sets():
+    datamodule = SimpleNamespace(train_batch_size=32, train_data=list(range(20)))
+    trainer = SimpleNamespace(datamodule=datamodule, accumulate_grad_batches=2, world_size=3)
+    assert items_per_step(trainer, "FIRM") == 4 * 20 * 2 * 3  # a set smaller than a batch gives smaller batches
+    loader_only = SimpleNamespace(datamodule=None, train_dataloader=SimpleNamespace(batch_size=8))
+    assert items_per_step(loader_only, "FIRM") == 32
+    unknown = SimpleNamespace(datamodule=None, train_dataloader=SimpleNamespace(batch_size=None))
+    with pytest.raises(InputError, match=r"FIRM scales the learning rate .*\(--model.scale_lr false\)"):
+        items_per_step(unknown, "FIRM")
+    assert scaled_learning_rate(0.01, 128, 32) == pytest.approx(0.04)
+
+
+def test_firm_learning_rate_is_the_authors_at_their_batch_and_scaled_linearly():
+    """0.01 at the authors' 32 items (8 images x 4 rotations), 0.04 at the data modules' 32 images."""
+    assert Firm(image_size=16).learning_rate(32) == pytest.approx(0.01)
+    assert Firm(image_size=16).learning_rate(128) == pytest.approx(0.04)
+    assert Firm(image_size=16, lr=0.02, scale_lr=False).learning_rate(128) == pytest.approx(0.02)

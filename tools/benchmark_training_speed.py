@@ -148,12 +148,11 @@ def build_module(case: Case, mixed_precision: bool = True, compile_step: bool = 
 def build_optimizer(module: nn.Module, case: Case) -> torch.optim.Optimizer:
     """The model's own SGD settings (no schedule: it costs nothing per step)."""
     parameters = [parameter for parameter in module.model.parameters() if parameter.requires_grad]
-    if case.model == "mcl":
-        lr = module.learning_rate(case.batch_items)
-        return torch.optim.SGD(
-            parameters, lr=lr, momentum=module.momentum, weight_decay=module.weight_decay, nesterov=True
-        )
-    return torch.optim.SGD(parameters, lr=module.lr, momentum=module.momentum, weight_decay=module.weight_decay)
+    lr = module.learning_rate(case.batch_items) if case.model in ("firm", "mcl") else module.lr
+    nesterov = case.model == "mcl"
+    return torch.optim.SGD(
+        parameters, lr=lr, momentum=module.momentum, weight_decay=module.weight_decay, nesterov=nesterov
+    )
 
 
 def set_msc_center(module: nn.Module, images: torch.Tensor, device: torch.device, count: int = 256) -> None:

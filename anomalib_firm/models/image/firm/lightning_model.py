@@ -36,6 +36,7 @@ from anomalib_firm.models.components.base_module import (
 )
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
+from anomalib_firm.models.components.learning_rate import items_per_step, scaled_learning_rate
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.models.components.schedules import OneCycleSchedule
 from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
@@ -45,6 +46,9 @@ from .loss import FirmLoss, LossLayout, LossObjective
 from .torch_model import FirmModel, ScoreType
 
 logger = logging.getLogger(__name__)
+
+#: Items per step that the base learning rate refers to: the authors' batch of 8 images x 4 rotations.
+LR_REFERENCE_ITEMS = 32
 
 
 class Firm(ContrastiveAnomalyMixin, AnomalibModule):
@@ -78,7 +82,11 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         bank_precision: ``float32`` (default) or ``float16`` bank storage (half the bank's bytes in
             checkpoints and exported models).
         bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).
-        lr: SGD learning rate (peak of the one-cycle schedule).
+        lr: Peak SGD learning rate of the one-cycle schedule for a batch of 32 items (the authors'
+            8 images x 4 rotations); the optimiser uses ``lr x items / 32`` when ``scale_lr``.
+        scale_lr: Apply that linear scaling rule (``True``, default): with the data modules' 32
+            images per batch (128 items, 4x fewer steps per epoch than the authors) the rate is
+            0.04, so short runs move as far per epoch as the authors' batches do.
         momentum: SGD momentum when ``momentum_range`` is ``None``.
         momentum_range: ``(min, max)`` SGD momentum cycled against the one-cycle learning rate (the
             authors' ``OneCycleLR`` default, 0.95 -> 0.85 -> 0.95); ``None`` keeps ``momentum`` fixed.
@@ -121,6 +129,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         bank_precision: BankPrecision = "float32",
         bank_seed: int = 0,
         lr: float = 0.01,
+        scale_lr: bool = True,
         momentum: float = 0.9,
         momentum_range: tuple[float, float] | None = (0.85, 0.95),
         weight_decay: float = 3e-4,
@@ -157,6 +166,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         self.num_neighbors = num_neighbors
         self.bank_compaction = BankCompaction(bank_size, bank_sampling, bank_precision, bank_seed)
         self.lr = lr
+        self.scale_lr = scale_lr
         self.momentum = momentum
         self.momentum_range = tuple(momentum_range) if momentum_range is not None else None
         self.weight_decay = weight_decay
@@ -169,12 +179,18 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD with a per-step one-cycle schedule (1% cosine warm-up, cosine decay; momentum cycled against it)."""
-        optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
+        lr = self.learning_rate(items_per_step(self.trainer, "FIRM")) if self.scale_lr else self.lr
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        logger.info("FIRM: SGD peak learning rate %.4g, %d steps of one-cycle schedule.", lr, total_steps)
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
         scheduler = OneCycleSchedule(optimizer, total_steps, self.warmup_fraction, self.momentum_range)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def learning_rate(self, items: int) -> float:
+        """Peak SGD learning rate at ``items`` items (4 x images) per step: ``lr x items / 32`` if ``scale_lr``."""
+        return scaled_learning_rate(self.lr, items, LR_REFERENCE_ITEMS) if self.scale_lr else self.lr
 
     def training_views(self, images: torch.Tensor) -> torch.Tensor:
         """Two on-device views of each of the 4 rotations: (B, 3, H, W) -> (8B, 3, H, W), view-major, rotation-major."""

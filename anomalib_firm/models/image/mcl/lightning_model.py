@@ -52,6 +52,7 @@ from anomalib_firm.models.components.base_module import (
 )
 from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
+from anomalib_firm.models.components.learning_rate import items_per_step, scaled_learning_rate
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.models.components.schedules import cosine_factor
 from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
@@ -234,7 +235,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to ``lr_floor x lr``."""
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        lr = self.learning_rate(self._items_per_step()) if self.scale_lr else self.lr
+        lr = self.learning_rate(items_per_step(self.trainer, "MCL")) if self.scale_lr else self.lr
         logger.info("MCL: SGD learning rate %.4g, %d steps of cosine decay.", lr, total_steps)
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=True
@@ -244,29 +245,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def learning_rate(self, items_per_step: int) -> float:
-        """SGD learning rate at ``items_per_step`` items (4 x images) per step: ``lr x items / 256`` if ``scale_lr``."""
-        return self.lr * items_per_step / LR_REFERENCE_BATCH if self.scale_lr else self.lr
-
-    def _items_per_step(self) -> int:
-        """Items (4 x images) per optimiser step, over gradient accumulation and devices.
-
-        The batch size is the data module's ``train_batch_size`` (else the train loader's), capped
-        by the number of training images (a set smaller than one batch gives smaller batches).
-        """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        batch_size = getattr(datamodule, "train_batch_size", None)
-        if batch_size is None:
-            batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
-        if batch_size is None:
-            msg = "MCL scales the learning rate by the batch size but cannot find it: pass scale_lr=False and set lr."
-            raise ValueError(msg)
-        train_data = getattr(datamodule, "train_data", None)
-        if train_data is not None:
-            batch_size = min(int(batch_size), len(train_data))
-        accumulate = int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1)
-        world_size = int(getattr(self.trainer, "world_size", 1) or 1)
-        return NUM_ROTATIONS * int(batch_size) * accumulate * world_size
+    def learning_rate(self, items: int) -> float:
+        """SGD learning rate at ``items`` items (4 x images) per step: ``lr x items / 256`` if ``scale_lr``."""
+        return scaled_learning_rate(self.lr, items, LR_REFERENCE_BATCH) if self.scale_lr else self.lr
 
     def training_views(self, images: torch.Tensor) -> torch.Tensor:
         """Two on-device views of each of the 4 rotations, base flipped at random: (B, 3, H, W) -> (8B, 3, H, W)."""
