@@ -195,6 +195,7 @@ def test_firm_defaults_are_the_authors():
         "num_neighbors": 5,
         "eval_zoom": 36 / 32,
         "lr": 0.01,
+        "scale_lr": False,
         "momentum_range": (0.85, 0.95),
         "weight_decay": 3e-4,
         "warmup_fraction": 0.01,
@@ -245,8 +246,8 @@ def test_items_per_step_counts_rotations_accumulation_devices_and_small_sets():
     assert scaled_learning_rate(0.01, 128, 32) == pytest.approx(0.04)
 
 
-def test_firm_learning_rate_is_the_authors_at_their_batch_and_scaled_linearly():
-    """0.01 at the authors' 32 items (8 images x 4 rotations), 0.04 at the data modules' 32 images."""
-    assert Firm(image_size=16).learning_rate(32) == pytest.approx(0.01)
-    assert Firm(image_size=16).learning_rate(128) == pytest.approx(0.04)
-    assert Firm(image_size=16, lr=0.02, scale_lr=False).learning_rate(128) == pytest.approx(0.02)
+def test_firm_learning_rate_is_as_given_or_scaled_from_the_authors_batch():
+    """Scaled: 0.01 at the authors' 32 items (8 images x 4 rotations), 0.04 at 32 images; by default as given."""
+    assert Firm(image_size=16, scale_lr=True).learning_rate(32) == pytest.approx(0.01)
+    assert Firm(image_size=16, scale_lr=True).learning_rate(128) == pytest.approx(0.04)
+    assert Firm(image_size=16, lr=0.02).learning_rate(128) == pytest.approx(0.02)
