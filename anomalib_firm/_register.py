@@ -132,7 +132,8 @@ def _share_rank_zero_workspace() -> None:
 def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None]:
     """``method`` of the CLI, run under :func:`anomalib_firm.console.quiet_cli_run` when the model is one of ours.
 
-    An :class:`~anomalib_firm.console.InputError` (bad images, settings, a checkpoint of another network) or
+    An :class:`~anomalib_firm.console.InputError` (bad images, settings, a checkpoint of another network; also
+    when jsonargparse re-raises it as its own error while building the model or data module) or
     :class:`~anomalib_firm.console.TrainingDivergedError` (NaN loss) is printed as its message alone and the
     command exits with status 1.
     """
@@ -143,13 +144,19 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
         if not class_path.startswith("anomalib_firm."):
             method(self)
             return
-        from anomalib_firm.console import InputError, TrainingDivergedError, quiet_cli_run
+        from anomalib_firm.console import TrainingDivergedError, input_errors_made, quiet_cli_run, quoted_input_error
 
-        with quiet_cli_run():
+        with quiet_cli_run(), input_errors_made() as made:
             try:
                 method(self)
-            except (InputError, TrainingDivergedError) as error:  # the message says what to do: no traceback
+            except TrainingDivergedError as error:  # the message says what to do: no traceback
                 print(f"Error: {error}", file=sys.stderr)
+                raise SystemExit(1) from None
+            except ValueError as error:  # ours, or jsonargparse's quoting ours (raised building model or data)
+                ours = quoted_input_error(error, made)
+                if ours is None:
+                    raise
+                print(f"Error: {ours}", file=sys.stderr)
                 raise SystemExit(1) from None
 
     return wrapper

@@ -67,6 +67,38 @@ class InputError(ValueError):
     traceback (:func:`anomalib_firm._register.patch_cli`); in Python it is an ordinary ``ValueError``.
     """
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        if _RAISED_INPUT_ERRORS is not None:
+            _RAISED_INPUT_ERRORS.append(self)
+
+
+#: The input errors made while :func:`input_errors_made` is active (``None`` outside).
+_RAISED_INPUT_ERRORS: list[InputError] | None = None
+
+
+@contextlib.contextmanager
+def input_errors_made() -> Iterator[list[InputError]]:
+    """Collect every :class:`InputError` made inside, also those a library re-raises as its own error.
+
+    jsonargparse reports an error raised while it builds a model or data module as a ``ValueError``
+    of its own whose text quotes ours (its ``Union`` message), so the CLI finds ours here.
+    """
+    global _RAISED_INPUT_ERRORS  # one command at a time, in the CLI's main thread
+    outer, _RAISED_INPUT_ERRORS = _RAISED_INPUT_ERRORS, []
+    try:
+        yield _RAISED_INPUT_ERRORS
+    finally:
+        _RAISED_INPUT_ERRORS = outer
+
+
+def quoted_input_error(error: BaseException, made: list[InputError]) -> InputError | None:
+    """The input error among ``made`` that ``error`` is or quotes (the last one), if any."""
+    if isinstance(error, InputError):
+        return error
+    text = str(error)
+    return next((candidate for candidate in reversed(made) if str(candidate) and str(candidate) in text), None)
+
 
 class MissingInputError(InputError, FileNotFoundError):
     """A file or folder that the settings name (data, weights) does not exist; also a ``FileNotFoundError``."""

@@ -15,10 +15,13 @@ from model_utils import IMAGE_SIZE, tiny_model
 from anomalib_firm._hook import _ChainedLoader
 from anomalib_firm.console import (
     EXPORT_LOG_LEVELS,
+    InputError,
     dropped_records,
     ignored_warnings,
+    input_errors_made,
     logger_levels,
     quiet_cli_run,
+    quoted_input_error,
     single_console_handler,
 )
 from anomalib_firm.models.components.base_module import NormalBatch
@@ -205,3 +208,16 @@ def test_evaluator_has_only_the_image_metrics_a_model_updates():
     """No pixel metrics: nothing would update them (each test warned "compute ... before the update")."""
     names = {metric.name for metric in tiny_model("firm").evaluator.test_metrics}
     assert names == {"image_AUROC", "image_F1Score"}
+
+
+def test_input_errors_made_inside_are_found_when_another_error_quotes_them():
+    outside = InputError("made before")
+    with input_errors_made() as made:
+        ours = InputError("Folder 'x' does not exist.")
+        wrapper = ValueError(f"Does not validate against any of the Union subtypes\n  - {ours}\nGiven value: ...")
+        assert quoted_input_error(wrapper, made) is ours
+        assert quoted_input_error(ours, made) is ours
+        assert quoted_input_error(ValueError("something else"), made) is None
+    assert outside not in made
+    InputError("made after")
+    assert len(made) == 1  # collection stopped on exit

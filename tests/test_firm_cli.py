@@ -154,3 +154,15 @@ benchmark:
     text = results[0].read_text()
     assert "Firm" in text
     assert "image_AUROC" in text
+
+
+def test_data_module_setting_error_is_one_message_although_jsonargparse_rewraps_it(tmp_path):
+    """A data module's InputError raised while the CLI builds it (jsonargparse quotes it in its own error)."""
+    missing = tmp_path / "nowhere"
+    stderr = _error_message_alone(
+        ["train", "--model", "FIRM", *TINY_FIRM, "--data", "anomalib_firm.data.ClassFolder",
+         "--data.root", str(missing), "--data.category", "good", "--trainer.max_epochs", "1"],
+        tmp_path,
+    )  # fmt: skip
+    assert f"Error: Folder '{missing}' does not exist." in stderr
+    assert "Union subtypes" not in stderr
