@@ -38,8 +38,11 @@ import _bench_common as common
 import torch
 
 
-def datamodule(task: str, seed: int, workdir: Path) -> Any:
-    """The task's data module, set up (a digits Folder tree is written under ``workdir`` once)."""
+def datamodule(task: str, seed: int, workdir: Path, train_batch_size: int | None = None) -> Any:
+    """The task's data module, set up (a digits Folder tree is written under ``workdir`` once).
+
+    ``train_batch_size`` replaces the task's default (32 digits, 16 Fashion-MNIST images).
+    """
     kind, _, category = task.partition(":")
     if kind == "digits":
         from anomalib.data import Folder
@@ -55,7 +58,7 @@ def datamodule(task: str, seed: int, workdir: Path) -> Any:
             normal_dir="train/good",
             abnormal_dir="test/bad",
             normal_test_dir="test/good",
-            train_batch_size=32,
+            train_batch_size=train_batch_size or 32,
             eval_batch_size=64,
             num_workers=0,
             seed=seed,
@@ -65,7 +68,7 @@ def datamodule(task: str, seed: int, workdir: Path) -> Any:
 
         dm = FashionMNIST(
             category=category,
-            train_batch_size=16,
+            train_batch_size=train_batch_size or 16,
             eval_batch_size=256,
             max_train_images=300,
             max_test_images=2000,
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     from anomalib_firm.models import Firm, Mcl, Msc
 
     seed_everything(seed, verbose=False)
-    dm = datamodule(task, seed, workdir)
+    dm = datamodule(task, seed, workdir, args.train_batch_size)
     model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[args.model]
     model = model_class(visualizer=False, evaluator=False, post_processor=False, **json.loads(args.kw))
     loader = dm.train_dataloader()
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--every", type=int, default=1, help="evaluate every this many epochs")
+    parser.add_argument("--train-batch-size", type=int, help="images per training batch (default: the task's)")
     parser.add_argument("--kw", default="{}", help="model options as JSON, e.g. '{\"image_size\": 16}'")
     parser.add_argument(
         "--bn-statistics",
@@ -158,7 +162,10 @@ def main() -> None:
 
     common.quiet_warnings()
     print(common.hardware_description())
-    print(f"model={args.model} options={args.kw} epochs={args.epochs} every={args.every} bn={args.bn_statistics}")
+    print(
+        f"model={args.model} options={args.kw} epochs={args.epochs} every={args.every} bn={args.bn_statistics}"
+        f" train_batch_size={args.train_batch_size or 'task default'}"
+    )
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for task in args.tasks:

@@ -12,8 +12,9 @@ from anomalib_firm.console import InputError
 class ProjectionHead(nn.Module):
     """MLP projection head: ``num_layers`` linear layers, optional BatchNorm, L2-normalised output.
 
-    FIRM uses 8 bias-free layers ``in -> 1024 -> ... -> 1024 -> 128`` with BN + ReLU after each
-    hidden layer and a final BN without affine parameters; MCL uses ``512 -> 2048 -> ReLU ->
+    FIRM uses bias-free layers ``in -> 1024 (-> ... -> 1024) -> 128`` with BN + ReLU after each
+    hidden layer and a final BN without affine parameters (2 layers by default, 8 in the authors'
+    code); MCL uses ``512 -> 2048 -> ReLU ->
     128`` with biases and no BN.
 
     Args:

@@ -59,7 +59,10 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the projection head.
-        head_layers: Linear layers of the projection head.
+        head_layers: Linear layers of the projection head: 2 (default, one hidden layer) or the
+            authors' 8. Through the 8-layer head at initialisation the first steps push the encoder
+            away from its good random features and short runs end below the untrained network;
+            with 2 the same runs learn (model README, "Projection head depth").
         embedding_dim: Embedding dimension of the head.
         temperature: Loss temperature.
         loss_layout: ``pairwise`` (paper) or ``concat`` (authors' packaged loss).
@@ -111,7 +114,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         backbone: str = "resnet18_cifar",
         image_size: int = 32,
         head_hidden_dim: int = 1024,
-        head_layers: int = 8,
+        head_layers: int = 2,
         embedding_dim: int = 128,
         temperature: float = 0.2,
         loss_layout: LossLayout = "pairwise",

@@ -46,7 +46,7 @@ class FirmModel(nn.Module):
     Args:
         backbone: Encoder name (see :func:`build_encoder`).
         head_hidden_dim: Hidden width of the projection head.
-        head_layers: Linear layers in the head (8 in the authors' code).
+        head_layers: Linear layers in the head (2 by default; 8 in the authors' code).
         embedding_dim: Output dimension of the head.
         score: ``cos_k`` (upright image only), ``angled`` (mean over the 4 rotations, each
             against the bank of that rotation) or ``ensemble`` (angled, averaged over fixed crops).
@@ -63,7 +63,7 @@ class FirmModel(nn.Module):
         self,
         backbone: str = "resnet18_cifar",
         head_hidden_dim: int = 1024,
-        head_layers: int = 8,
+        head_layers: int = 2,
         embedding_dim: int = 128,
         score: ScoreType = "angled",
         num_neighbors: int = 5,
