@@ -71,8 +71,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     """MCL: masked contrastive learning on rotation-shifted classes, SEI scoring.
 
     Args:
-        backbone: Encoder: ``resnet34_cifar`` (paper, default), ``resnet18_cifar``, a torchvision ResNet-family
-            name (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
+        backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` (the paper's, slower and weaker
+            on short runs: model README), a torchvision ResNet-family name (``resnet18``) or
+            ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
@@ -119,7 +120,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
 
     def __init__(
         self,
-        backbone: str = "resnet34_cifar",
+        backbone: str = "resnet18_cifar",
         image_size: int = 32,
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,

@@ -58,7 +58,7 @@ class MclModel(nn.Module):
     """MCL network and SEI scorer.
 
     Args:
-        backbone: Encoder (see :func:`build_encoder`): ``resnet34_cifar`` (paper), ``resnet18_cifar``.
+        backbone: Encoder (see :func:`build_encoder`): ``resnet18_cifar`` (default), ``resnet34_cifar`` (paper).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
@@ -71,7 +71,7 @@ class MclModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "resnet34_cifar",
+        backbone: str = "resnet18_cifar",
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
         num_classes: int = 1,
