@@ -14,8 +14,7 @@ class ProjectionHead(nn.Module):
 
     FIRM uses bias-free layers ``in -> 1024 (-> ... -> 1024) -> 128`` with BN + ReLU after each
     hidden layer and a final BN without affine parameters (2 layers by default, 8 in the authors'
-    code); MCL uses ``512 -> 2048 -> ReLU ->
-    128`` with biases and no BN.
+    code); MCL uses ``512 -> 2048 -> ReLU -> 128`` with biases and no BN.
 
     Args:
         in_dim: Encoder feature dimension.
