@@ -169,8 +169,8 @@ def main() -> None:
 
     rows: list[dict] = []
     start = time.perf_counter()
-    for category in args.classes:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: a run cut short still has whole seeds over all classes
+        for category in args.classes:
             for loss in args.losses:
                 rows += run_one(args, category, loss, seed)
                 with (args.out / "curves.csv").open("w", newline="") as stream:
