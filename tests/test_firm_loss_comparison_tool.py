@@ -48,3 +48,16 @@ def test_summary_against_ntxent_final(tool) -> None:
     assert lines["firm"][1:4] == ["0.9000", "0.7750", "2.0"]  # AULC: (0.675 * 2 + 0.875 * 2) / 4
     assert lines["ntxent"][3] == "4.0"
     assert lines["supcon"][3] == "-"
+
+
+def test_curves_csv_round_trip(tool, tmp_path: Path) -> None:
+    """``--resume`` and ``--summarise-only`` read back what the runs wrote, numbers as numbers."""
+    import csv
+
+    rows = _rows("firm", [0.5, 0.8]) + _rows("ntxent", [0.6, 0.7], seed=1)
+    path = tmp_path / "curves.csv"
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert tool.read_rows(path) == rows

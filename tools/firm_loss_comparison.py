@@ -75,6 +75,15 @@ def run_one(args: argparse.Namespace, category: int, loss: str, seed: int) -> li
     ]  # fmt: skip
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Curve points from a ``curves.csv`` this tool wrote, with numbers parsed."""
+    return [
+        {**row, **{key: int(row[key]) for key in ("class", "seed", "epoch", "step")},
+         **{key: float(row[key]) for key in ("val_auroc", "raw_pixel_val_auroc")}}
+        for row in csv.DictReader(path.open())
+    ]  # fmt: skip
+
+
 def epochs_to_reach(rows: list[dict], target: float) -> int | None:
     """First evaluated epoch whose validation AUROC reaches ``target`` (``None`` if never)."""
     for row in sorted(rows, key=lambda row: row["epoch"]):
@@ -152,26 +161,28 @@ def main() -> None:
     parser.add_argument("--max-test-images", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("firm_loss_comparison"))
     parser.add_argument("--summarise-only", action="store_true", help="table and plot from <out>/curves.csv")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs in <out>/curves.csv; train only the missing ones"
+    )
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     common.quiet_warnings()
     if args.summarise_only:
-        rows = [
-            {**row, **{key: int(row[key]) for key in ("class", "seed", "epoch", "step")},
-             **{key: float(row[key]) for key in ("val_auroc", "raw_pixel_val_auroc")}}
-            for row in csv.DictReader((args.out / "curves.csv").open())
-        ]  # fmt: skip
+        rows = read_rows(args.out / "curves.csv")
         losses = [loss for loss in args.losses if any(row["loss"] == loss for row in rows)]
         plot(rows, losses, args.out / "curves.png", f"FIRM vs baselines: {args.data}, {len(rows)} curve points")
         print(summarise(rows, losses))
         return
 
-    rows: list[dict] = []
+    rows = read_rows(args.out / "curves.csv") if args.resume and (args.out / "curves.csv").exists() else []
+    done = {(row["class"], row["loss"], row["seed"]) for row in rows}
     start = time.perf_counter()
     for seed in args.seeds:  # seed-major: a run cut short still has whole seeds over all classes
         for category in args.classes:
             for loss in args.losses:
+                if (category, loss, seed) in done:
+                    continue
                 rows += run_one(args, category, loss, seed)
                 with (args.out / "curves.csv").open("w", newline="") as stream:
                     writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
