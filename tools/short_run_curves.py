@@ -13,8 +13,9 @@ with ``bn_recalibration`` set to ``moving`` (false: the moving averages of train
 ``normal_images`` or ``training_views`` (FIRM and MCL): one training run, several scorings.
 
 Tasks: ``digits:<d>`` (scikit-learn's 8x8 digit ``d`` written as a 32 px anomalib ``Folder``
-tree, batches of 32 images) or ``fashion_mnist:<c>`` (the quick protocol's data: 300 training
-images, 2,000 test images of which 400 validation, batches of 16; Debian package
+tree, batches of 32 images) or ``fashion_mnist:<c>`` (by default the quick protocol's data: 300 training
+images, 2,000 test images of which 400 validation, batches of 16; ``--max-train-images 0
+--max-test-images 0`` gives the medium protocol's whole splits; Debian package
 ``dataset-fashion-mnist``).
 
 Example (2-core CPU, about 80 s a run at 32 px):
@@ -38,10 +39,18 @@ import _bench_common as common
 import torch
 
 
-def datamodule(task: str, seed: int, workdir: Path, train_batch_size: int | None = None) -> Any:
+def datamodule(
+    task: str,
+    seed: int,
+    workdir: Path,
+    train_batch_size: int | None = None,
+    max_train_images: int | None = 300,
+    max_test_images: int | None = 2000,
+) -> Any:
     """The task's data module, set up (a digits Folder tree is written under ``workdir`` once).
 
-    ``train_batch_size`` replaces the task's default (32 digits, 16 Fashion-MNIST images).
+    ``train_batch_size`` replaces the task's default (32 digits, 16 Fashion-MNIST images);
+    ``max_train_images`` / ``max_test_images`` size the Fashion-MNIST subsets (``None``: whole split).
     """
     kind, _, category = task.partition(":")
     if kind == "digits":
@@ -70,8 +79,8 @@ def datamodule(task: str, seed: int, workdir: Path, train_batch_size: int | None
             category=category,
             train_batch_size=train_batch_size or 16,
             eval_batch_size=256,
-            max_train_images=300,
-            max_test_images=2000,
+            max_train_images=max_train_images,
+            max_test_images=max_test_images,
             seed=seed,
         )
     else:
@@ -102,7 +111,9 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     from anomalib_firm.models import Firm, Mcl, Msc
 
     seed_everything(seed, verbose=False)
-    dm = datamodule(task, seed, workdir, args.train_batch_size)
+    dm = datamodule(
+        task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
+    )
     model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[args.model]
     model = model_class(visualizer=False, evaluator=False, post_processor=False, **json.loads(args.kw))
     loader = dm.train_dataloader()
@@ -148,6 +159,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--every", type=int, default=1, help="evaluate every this many epochs")
     parser.add_argument("--train-batch-size", type=int, help="images per training batch (default: the task's)")
+    parser.add_argument(
+        "--max-train-images", type=int, default=300, help="Fashion-MNIST training subset (0: the whole normal class)"
+    )
+    parser.add_argument(
+        "--max-test-images", type=int, default=2000, help="Fashion-MNIST test subset, validation included (0: all)"
+    )
     parser.add_argument("--kw", default="{}", help="model options as JSON, e.g. '{\"image_size\": 16}'")
     parser.add_argument(
         "--bn-statistics",
