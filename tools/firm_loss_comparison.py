@@ -65,7 +65,13 @@ def run_one(args: argparse.Namespace, category: int, loss: str, seed: int) -> li
     curve = LearningCurve(
         every_n_epochs=args.every, output_dir=args.out / "runs" / f"{category}_{loss}_{seed}", plot=False
     )
-    engine = Engine(callbacks=[curve], logger=False, enable_progress_bar=False, default_root_dir=args.out / "results")
+    engine = Engine(
+        callbacks=[curve],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=args.out / "results",
+    )
     data = datamodule(args.data, category, args.batch_size, args.max_train_images, args.max_test_images)
     engine.fit(model=model, datamodule=data)
     return [
