@@ -124,8 +124,12 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
         world_size=1,
         train_dataloader=loader,
     )
-    config = model.configure_optimizers()
-    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    if args.model == "msc":  # what Msc.on_fit_start does under a Trainer: pretrained weights, fixed centre
+        model.load_pretrained_weights()
+        model.compute_center(batch.image for batch in dm.train_dataloader())
+    config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
+    optimizer = config["optimizer"] if isinstance(config, dict) else config
+    scheduler = config["lr_scheduler"]["scheduler"] if isinstance(config, dict) else None
     model.prepare_training()
     train_images = torch.cat([batch.image for batch in dm.train_dataloader()])
     val_batches = list(dm.val_dataloader())
@@ -142,7 +146,8 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(float(loss.detach()))
         if epoch % args.every == 0 or epoch == args.epochs:
             for mode, curve in curves.items():
