@@ -24,10 +24,15 @@ on the quick protocol's test images (``FashionMNIST(category, max_test_images=20
 carved out for validation: the same 1,600 reported images for every row). Nothing is written
 to the repository (exports go to a temporary folder).
 
+Several classes (``--category 0 1 ... 9``): one table per class, the speeds measured on the first
+class only (they do not depend on the class; the other tables leave them blank), then a table of
+the AUROC of every row per class with its mean and its difference from the eager fp32 mean.
+
 Usage (from the repository root)::
 
     python tools/benchmark_inference.py                      # all three models, class 0
     python tools/benchmark_inference.py --models firm --min-seconds 1
+    python tools/benchmark_inference.py --models firm mcl --category 0 1 2 3 4 5 6 7 8 9   # mean AUROC
 """
 
 from __future__ import annotations
@@ -64,8 +69,8 @@ class Row:
     export: str
     precision: str
     size_mb: float | None
-    batch1: float
-    batch32: float
+    batch1: float | None
+    batch32: float | None
     max_difference: float | None
     relative_difference: float | None
     auroc: float
@@ -158,9 +163,9 @@ def ir_megabytes(xml: Path) -> float:
 
 
 def benchmark_model(
-    name: str, compact: bool, args: argparse.Namespace, data: tuple[Any, Any], workdir: Path
+    name: str, compact: bool, args: argparse.Namespace, data: tuple[Any, Any], workdir: Path, timed: bool = True
 ) -> tuple[list[Row], str]:
-    """All rows of one model and bank, and a settings line."""
+    """All rows of one model and bank (images/s only when ``timed``), and a settings line."""
     from anomalib.deploy import OpenVINOInferencer
 
     full, (test_images, labels) = data
@@ -178,14 +183,13 @@ def benchmark_model(
         with torch.no_grad():
             return module(batch).pred_score.reshape(-1).numpy()
 
+    def rates(score: Callable[[torch.Tensor], np.ndarray]) -> list[float | None]:
+        return list(speeds(score, images, args)) if timed else [None, None]
+
     reference = in_batches(eager, images)
     spread = float(reference.max() - reference.min())
     label = name.upper()
-    rows = [
-        Row(
-            label, bank, "torch eager", "fp32", None, *speeds(eager, images, args), None, None, auroc(labels, reference)
-        )
-    ]
+    rows = [Row(label, bank, "torch eager", "fp32", None, *rates(eager), None, None, auroc(labels, reference))]
     root = workdir / f"{name}_{'compact' if compact else 'full'}"
     exports = ["fp32", "int8_ptq"] if compact else ["fp32", "fp16", "int8_ptq"]
     for export, xml in make_irs(module, full, image_size, root, exports).items():
@@ -205,13 +209,14 @@ def benchmark_model(
                     export,
                     precision,
                     ir_megabytes(xml),
-                    *speeds(exported, images, args),
+                    *rates(exported),
                     difference,
                     difference / spread if spread > 0 else None,
                     auroc(labels, scores),
                 )
             )
-            print(f"  {label} {bank} {export} {precision}: {rows[-1].batch32:.0f} images/s at 32", flush=True)
+            speed = f"{rows[-1].batch32:.0f} images/s at 32, " if timed else ""
+            print(f"  {label} {bank} {export} {precision}: {speed}AUROC {rows[-1].auroc:.4f}", flush=True)
     settings = f"{label}: image {image_size} px, bank {bank}, torch threads {torch.get_num_threads()}"
     return rows, settings
 
@@ -236,11 +241,34 @@ def render(rows: list[Row]) -> str:
     ]
     for row in rows:
         size = f"{row.size_mb:.1f}" if row.size_mb is not None else ""
+        batch1 = f"{row.batch1:,.0f}" if row.batch1 is not None else ""
+        batch32 = f"{row.batch32:,.0f}" if row.batch32 is not None else ""
         difference = f"{row.max_difference:.1e}" if row.max_difference is not None else ""
         relative = f"{row.relative_difference:.0e}" if row.relative_difference is not None else ""
         lines.append(
-            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | {size} | {row.batch1:,.0f} | "
-            f"{row.batch32:,.0f} | {difference} | {relative} | {row.auroc:.4f} |"
+            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | {size} | {batch1} | "
+            f"{batch32} | {difference} | {relative} | {row.auroc:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_auroc_means(categories: list[str], tables: list[list[Row]]) -> str:
+    """AUROC of every row (model, bank, export, precision) per class, its mean and its change from eager fp32."""
+    lines = [
+        "| model | bank (per view) | export | precision | " + " | ".join(categories) + " | mean | vs eager fp32 |",
+        "|---|---|---|---|" + "---|" * (len(categories) + 2),
+    ]
+    eager_means: dict[tuple[str, str], float] = {}
+    for index, row in enumerate(tables[0]):
+        values = [table[index].auroc for table in tables]
+        mean = float(np.mean(values))
+        if row.export == "torch eager":
+            eager_means[row.model, row.bank] = mean
+        change = mean - eager_means[row.model, row.bank]
+        lines.append(
+            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | "
+            + " | ".join(f"{value:.4f}" for value in values)
+            + f" | {mean:.4f} | {change:+.4f} |"
         )
     return "\n".join(lines)
 
@@ -253,7 +281,14 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--category", default="0", help="normal Fashion-MNIST class (name or index)")
+    parser.add_argument(
+        "--category",
+        "--categories",
+        dest="categories",
+        nargs="+",
+        default=["0"],
+        help="normal Fashion-MNIST class(es) (names or indices); speeds on the first only",
+    )
     parser.add_argument("--banks", nargs="+", choices=("full", "compact"), default=["full", "compact"])
     parser.add_argument("--compact-size", type=int, default=1000, help="features per view of the compact banks")
     parser.add_argument("--min-repeats", type=int, default=3, help="timed calls per measurement, at least")
@@ -263,28 +298,35 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    """Benchmark every model and print the table."""
+    """Benchmark every model on every class and print the tables."""
     common.quiet_warnings()
     args = parse_args()
     print(common.hardware_description(CPU))
     print(f"load average at start: {common.load_average()}", flush=True)
-    data = load_data(args.category)
-    rows: list[Row] = []
-    settings: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="anomalib_firm_bench_") as workdir:
-        for name in args.models:
-            for compact in [bank == "compact" for bank in args.banks] if name != "mcl" else [False]:
-                model_rows, line = benchmark_model(name, compact, args, data, Path(workdir))
-                rows += model_rows
-                settings.append(line)
-    print()
-    print(
-        f"Fashion-MNIST class {args.category}: scorer fitted on {len(data[0].train_data):,} normal training images; "
-        f"AUROC and score differences on the quick protocol's {len(data[1][1]):,} test images; untrained networks; "
-        f"seed {args.seed}; load average at the end: {common.load_average()}"
-    )
-    print(render(rows))
-    print("\n".join(settings))
+    tables: list[list[Row]] = []
+    for number, category in enumerate(args.categories):
+        data = load_data(category)
+        rows: list[Row] = []
+        settings: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="anomalib_firm_bench_") as workdir:
+            for name in args.models:
+                for compact in [bank == "compact" for bank in args.banks] if name != "mcl" else [False]:
+                    model_rows, line = benchmark_model(name, compact, args, data, Path(workdir), timed=number == 0)
+                    rows += model_rows
+                    settings.append(line)
+        tables.append(rows)
+        print()
+        print(
+            f"Fashion-MNIST class {category}: scorer fitted on {len(data[0].train_data):,} normal training images; "
+            f"AUROC and score differences on the quick protocol's {len(data[1][1]):,} test images; untrained "
+            f"networks; seed {args.seed}; load average now: {common.load_average()}"
+            + ("" if number == 0 else "; images/s measured on the first class only")
+        )
+        print(render(rows))
+        print("\n".join(settings), flush=True)
+    if len(tables) > 1:
+        print(f"\nImage AUROC per class (quick protocol's test images) and mean over {len(tables)} classes:")
+        print(render_auroc_means(args.categories, tables))
 
 
 if __name__ == "__main__":
