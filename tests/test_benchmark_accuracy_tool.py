@@ -7,14 +7,13 @@ runs/pipeline.log); running it here would take a minute.
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from tool_utils import imported_tool
 
-TOOLS = Path(__file__).parents[1] / "tools"
 ANOMALIB_FAILURE_LINE = (
     "There were some errors when running benchmark with SerialRunner. Please check runs/pipeline.log for more details."
 )
@@ -22,11 +21,8 @@ ANOMALIB_FAILURE_LINE = (
 
 @pytest.fixture(scope="module")
 def tool():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("benchmark_accuracy")
-    finally:
-        sys.path.remove(str(TOOLS))
+    with imported_tool("benchmark_accuracy") as module:
+        yield module
 
 
 def _workdir(root: Path, categories: list[int], output: str, error_log: str = "") -> Path:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
 
 import pytest
-
-TOOLS = Path(__file__).parents[1] / "tools"
+from tool_utils import imported_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("benchmark_inference")
-    finally:
-        sys.path.remove(str(TOOLS))
+    with imported_tool("benchmark_inference") as module:
+        yield module
 
 
 def _table(tool, eager: float, int8: float, timed: bool) -> list:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
-
-TOOLS = Path(__file__).parents[1] / "tools"
+from tool_utils import imported_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("firm_loss_comparison")
-    finally:
-        sys.path.remove(str(TOOLS))
+    with imported_tool("firm_loss_comparison") as module:
+        yield module
 
 
 def _rows(loss: str, aurocs: list[float], seed: int = 0) -> list[dict]:
