@@ -232,6 +232,11 @@ def common_workdir(path: Path) -> Any:
         os.chdir(previous)
 
 
+def cell(value: float | None, spec: str) -> str:
+    """A table cell: ``value`` formatted by ``spec``, empty where it was not measured."""
+    return "" if value is None else format(value, spec)
+
+
 def render(rows: list[Row]) -> str:
     """The table (markdown)."""
     lines = [
@@ -240,14 +245,15 @@ def render(rows: list[Row]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        size = f"{row.size_mb:.1f}" if row.size_mb is not None else ""
-        batch1 = f"{row.batch1:,.0f}" if row.batch1 is not None else ""
-        batch32 = f"{row.batch32:,.0f}" if row.batch32 is not None else ""
-        difference = f"{row.max_difference:.1e}" if row.max_difference is not None else ""
-        relative = f"{row.relative_difference:.0e}" if row.relative_difference is not None else ""
+        measured = [
+            cell(row.size_mb, ".1f"),
+            cell(row.batch1, ",.0f"),
+            cell(row.batch32, ",.0f"),
+            cell(row.max_difference, ".1e"),
+            cell(row.relative_difference, ".0e"),
+        ]
         lines.append(
-            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | {size} | {batch1} | "
-            f"{batch32} | {difference} | {relative} | {row.auroc:.4f} |"
+            f"| {row.model} | {row.bank} | {row.export} | {row.precision} | {' | '.join(measured)} | {row.auroc:.4f} |"
         )
     return "\n".join(lines)
 

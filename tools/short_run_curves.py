@@ -124,8 +124,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
         world_size=1,
         train_dataloader=loader,
     )
-    if args.model == "msc":  # what Msc.on_fit_start does under a Trainer: pretrained weights, fixed centre
-        model.load_pretrained_weights()
+    if args.model == "msc":  # as Msc.on_fit_start: compute_center loads the pretrained weights, then sets the centre
         model.compute_center(batch.image for batch in dm.train_dataloader())
     config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
     optimizer = config["optimizer"] if isinstance(config, dict) else config
