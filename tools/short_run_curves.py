@@ -102,52 +102,76 @@ def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str) -> float:
     return validation_auroc(scored, dm)
 
 
+def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: int) -> tuple[Any, Any, Any, Any]:
+    """A fresh model ready to train on ``dm`` for ``epochs``: ``(model, train loader, optimiser, scheduler or None)``.
+
+    The optimiser and per-step schedule are the model's own (``configure_optimizers``, which reads
+    the run's step count from a stand-in for the Trainer).
+    """
+    from anomalib_firm.models import Firm, Mcl, Msc
+
+    model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[model_name]
+    model = model_class(visualizer=False, evaluator=False, post_processor=False, **options)
+    loader = dm.train_dataloader()
+    model._trainer = SimpleNamespace(  # what configure_optimizers reads of a Trainer
+        estimated_stepping_batches=epochs * len(loader),
+        datamodule=dm,
+        accumulate_grad_batches=1,
+        world_size=1,
+        train_dataloader=loader,
+    )
+    if model_name == "msc":  # as Msc.on_fit_start: compute_center loads the pretrained weights, then sets the centre
+        model.compute_center(batch.image for batch in dm.train_dataloader())
+    config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
+    optimizer = config["optimizer"] if isinstance(config, dict) else config
+    scheduler = config["lr_scheduler"]["scheduler"] if isinstance(config, dict) else None
+    model.prepare_training()
+    return model, loader, optimizer, scheduler
+
+
+def train_one_epoch(model: Any, loader: Any, optimizer: Any, scheduler: Any) -> list[float]:
+    """One epoch of the model's own ``training_loss``, stepping the schedule per step; the losses."""
+    model.train()
+    losses = []
+    for batch in loader:
+        images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
+        loss, _ = model.training_loss(images, model.training_class_labels(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def validation_images(dm: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normal training images, validation images, validation labels) of a set-up data module."""
+    train_images = torch.cat([batch.image for batch in dm.train_dataloader()])
+    val_batches = list(dm.val_dataloader())
+    val_images = torch.cat([batch.image for batch in val_batches])
+    val_labels = torch.cat([torch.as_tensor(batch.gt_label) for batch in val_batches])
+    return train_images, val_images, val_labels
+
+
 def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[str, Any]:
     """One run from scratch: its validation curve, the raw-pixel baseline and the loss at both ends."""
     from lightning.pytorch import seed_everything
     from sklearn.metrics import roc_auc_score
 
     from anomalib_firm.callbacks.learning_curve import raw_pixel_knn_scores
-    from anomalib_firm.models import Firm, Mcl, Msc
 
     seed_everything(seed, verbose=False)
     dm = datamodule(
         task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
     )
-    model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[args.model]
-    model = model_class(visualizer=False, evaluator=False, post_processor=False, **json.loads(args.kw))
-    loader = dm.train_dataloader()
-    model._trainer = SimpleNamespace(  # what configure_optimizers reads of a Trainer
-        estimated_stepping_batches=args.epochs * len(loader),
-        datamodule=dm,
-        accumulate_grad_batches=1,
-        world_size=1,
-        train_dataloader=loader,
-    )
-    if args.model == "msc":  # as Msc.on_fit_start: compute_center loads the pretrained weights, then sets the centre
-        model.compute_center(batch.image for batch in dm.train_dataloader())
-    config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
-    optimizer = config["optimizer"] if isinstance(config, dict) else config
-    scheduler = config["lr_scheduler"]["scheduler"] if isinstance(config, dict) else None
-    model.prepare_training()
-    train_images = torch.cat([batch.image for batch in dm.train_dataloader()])
-    val_batches = list(dm.val_dataloader())
-    val_images = torch.cat([batch.image for batch in val_batches])
-    val_labels = torch.cat([torch.as_tensor(batch.gt_label) for batch in val_batches])
+    model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
+    train_images, val_images, val_labels = validation_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     curves = {mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics}
     losses = []
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        for batch in loader:
-            images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
-            loss, _ = model.training_loss(images, model.training_class_labels(batch))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(float(loss.detach()))
+        losses += train_one_epoch(model, loader, optimizer, scheduler)
         if epoch % args.every == 0 or epoch == args.epochs:
             for mode, curve in curves.items():
                 curve.append(scored_validation_auroc(model, dm, mode))
