@@ -60,7 +60,7 @@ def diagnose(task: str, args: argparse.Namespace, workdir: Path) -> list[list[An
     seed_everything(args.seed, verbose=False)
     dm = short_run_curves.datamodule(task, args.seed, workdir, args.train_batch_size)
     model, loader, optimizer, scheduler = short_run_curves.prepared_model("mcl", json.loads(args.kw), dm, args.epochs)
-    train_images, val_images, val_labels = short_run_curves.validation_images(dm)
+    train_images, val_images, val_labels = short_run_curves.scoring_images(dm)
     rows = []
 
     def evaluate(epoch: int) -> None:

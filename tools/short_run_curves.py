@@ -145,7 +145,7 @@ def train_one_epoch(model: Any, loader: Any, optimizer: Any, scheduler: Any) -> 
     return losses
 
 
-def validation_images(dm: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scoring_images(dm: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(normal training images, validation images, validation labels) of a set-up data module."""
     train_images = torch.cat([batch.image for batch in dm.train_dataloader()])
     val_batches = list(dm.val_dataloader())
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
         task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
     )
     model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
-    train_images, val_images, val_labels = validation_images(dm)
+    train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     curves = {mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics}
     losses = []
