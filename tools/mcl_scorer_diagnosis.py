@@ -24,20 +24,22 @@ from typing import Any
 import _bench_common as common
 import short_run_curves
 import torch
-import torch.nn.functional as F
 
 
-def knn_aurocs(model: Any, train_images: torch.Tensor, val_images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
+def knn_aurocs(
+    model: Any, train_images: torch.Tensor, val_images: torch.Tensor, labels: torch.Tensor, k: int
+) -> dict[str, float]:
     """Validation AUROC of the k-NN score per rotation on the encoder features and the head embeddings."""
     from sklearn.metrics import roc_auc_score
 
+    from anomalib_firm.models.components.feature_bank import cosine_topk_similarity
     from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
 
     def rotation_features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rotated, _ = expand_rotations(images)
         encoded = model.model.encoder(rotated)
         shape = (NUM_ROTATIONS, images.shape[0], -1)
-        return F.normalize(encoded, dim=1).view(shape), model.model.head(encoded).view(shape)
+        return encoded.view(shape), model.model.head(encoded).view(shape)
 
     model.eval()
     with torch.no_grad():
@@ -45,8 +47,7 @@ def knn_aurocs(model: Any, train_images: torch.Tensor, val_images: torch.Tensor,
         val_features = rotation_features(val_images)
     aurocs = {}
     for name, bank, queries in zip(("k-NN encoder", "k-NN head"), train_features, val_features, strict=True):
-        similarity = torch.einsum("rvd,rtd->rvt", queries, bank)  # (rotation, validation image, training image)
-        scores = -similarity.topk(k, dim=2).values.mean(dim=2).mean(dim=0)
+        scores = -cosine_topk_similarity(queries, bank, k).mean(dim=0)  # per rotation, then averaged over rotations
         aurocs[name] = roc_auc_score(labels.numpy(), scores.numpy())
     return aurocs
 
