@@ -27,6 +27,8 @@ from typing import Any
 from anomalib_firm.registry import DATA_PACKAGE, model_packages
 
 _OUR_PREFIX = "anomalib_firm."
+#: What a DDP process prints when it stops because another process of the run failed.
+PEER_FAILED_MESSAGE = "another process of this multi-device run failed (its error is printed above); this one stopped."
 
 
 def after_import(loaded: str) -> None:
@@ -135,7 +137,8 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
     An :class:`~anomalib_firm.console.InputError` (bad images, settings, a checkpoint of another network; also
     when jsonargparse re-raises it as its own error while building the model or data module) or
     :class:`~anomalib_firm.console.TrainingDivergedError` (NaN loss) is printed as its message alone and the
-    command exits with status 1.
+    command exits with status 1. Under DDP, a process whose collective fails because another process
+    exited (which prints its own error) says so in one line instead of a second traceback.
     """
 
     def wrapper(self: Any) -> None:
@@ -144,7 +147,13 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
         if not class_path.startswith("anomalib_firm."):
             method(self)
             return
-        from anomalib_firm.console import TrainingDivergedError, input_errors_made, quiet_cli_run, quoted_input_error
+        from anomalib_firm.console import (
+            TrainingDivergedError,
+            input_errors_made,
+            quiet_cli_run,
+            quoted_input_error,
+            stopped_by_another_process,
+        )
 
         with quiet_cli_run(), input_errors_made() as made:
             try:
@@ -157,6 +166,11 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
                 if ours is None:
                     raise
                 print(f"Error: {ours}", file=sys.stderr)
+                raise SystemExit(1) from None
+            except RuntimeError as error:
+                if not stopped_by_another_process(error):
+                    raise
+                print(f"Error: {PEER_FAILED_MESSAGE}", file=sys.stderr)
                 raise SystemExit(1) from None
 
     return wrapper

@@ -14,7 +14,9 @@ set at import time.
   ``anomalib.models`` is imported (nothing a user can act on).
 - :class:`InputError` (and :class:`MissingInputError`, :class:`UnavailableInputError`): our errors about
   the user's input, shown by the CLI as their message alone;
-- :class:`TrainingDivergedError`: a NaN/inf training loss, shown the same way.
+- :class:`TrainingDivergedError`: a NaN/inf training loss, shown the same way;
+- :func:`stopped_by_another_process`: under DDP, the error a process gets when another one failed
+  (that one prints its own error; this one says so in one line).
 """
 
 from __future__ import annotations
@@ -114,6 +116,27 @@ class TrainingDivergedError(FloatingPointError):
     Shown by the ``anomalib`` command like :class:`InputError` (message alone, exit status 1); in Python
     it is an ordinary ``FloatingPointError``. Checkpoints written before it are kept.
     """
+
+
+#: Parts of the messages of gloo / NCCL collectives whose peer process has exited.
+PEER_GONE_MESSAGES = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+)
+
+
+def stopped_by_another_process(error: BaseException) -> bool:
+    """Whether ``error`` is a collective operation failing because another process of a DDP run exited.
+
+    The process that failed first prints its own error; this one then only needs to say why it stopped.
+    """
+    from torch.distributed import DistBackendError
+
+    if isinstance(error, DistBackendError):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in PEER_GONE_MESSAGES)
 
 
 def _ignore_filter_index(category: type[Warning], message: str) -> int | None:

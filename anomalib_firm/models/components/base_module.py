@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.metrics import AUROC, Evaluator, F1Score
+from anomalib.metrics import AUROC, Evaluator
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer
 from lightning.pytorch.trainer.states import TrainerFn
@@ -51,6 +51,7 @@ from anomalib_firm.console import TrainingDivergedError
 from anomalib_firm.models.components import distributed
 from anomalib_firm.models.components.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
 from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
+from anomalib_firm.models.components.evaluation_metrics import F1Score
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import MixedPrecisionMixin
 from anomalib_firm.models.components.scorer_fitting import (

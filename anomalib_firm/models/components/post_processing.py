@@ -13,13 +13,19 @@ The threshold still maps to 0.5 (so ``pred_label`` is unchanged), the validation
 near 0.25 and 0.75, and no two different raw scores share a normalised one except beyond float
 resolution (``|d|`` in the millions). Without validation statistics the raw scores are squashed
 the same way around 0 (anomalib would pass them through, and its AUROC would then sigmoid them).
-Everything else (statistics, thresholds, checkpoints, export) is anomalib's.
+Everything else (statistics, thresholds, checkpoints, export) is anomalib's, but for its image
+minimum and maximum taking evaluation batches with no image (a DDP process's padding dropped, see
+:mod:`~anomalib_firm.models.components.evaluation_metrics`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from anomalib.post_processing import PostProcessor
+
+from anomalib_firm.models.components import evaluation_metrics
 
 #: ``c`` in ``0.5 + d / (2 (|d| + c))``: the half-range ``|d| = c`` maps to 0.25 / 0.75.
 SOFTNESS = 0.5
@@ -27,6 +33,11 @@ SOFTNESS = 0.5
 
 class OrderPreservingPostProcessor(PostProcessor):
     """anomalib's post-processor with a strictly increasing normalisation instead of a clamp (see module)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # The same metric under the same name (checkpoints unchanged), taking batches with no image.
+        self._image_min_max_metric = evaluation_metrics.MinMax(fields=["pred_score"], strict=False)
 
     @staticmethod
     def _normalize(

@@ -1,0 +1,52 @@
+"""anomalib's evaluation metrics for our models, taking batches with no image (DDP padding) as they are.
+
+Under DDP every process evaluates a shard of the split; the distributed sampler pads the split by
+repeating its first images, and our models drop those repeats from their evaluation batches
+(:func:`~anomalib_firm.models.components.distributed.drop_padding_repeats`) so that each image counts
+once. When a process's last batch holds only a repeat (or its whole share is one, with more processes
+than images), its batch becomes empty, and anomalib 2.7's ``MinMax`` (the post-processor's
+normalisation statistics) and ``F1Score`` fail on an empty tensor.
+
+:class:`SkipsEmptyBatches` makes a metric count such a batch as an update that adds nothing: its
+state stays as it was, and every process still takes part in the metric's synchronisation at
+``compute``. Only metrics whose states are reduced tensors (sums, minima, maxima) take the mixin:
+those that keep lists of scores (``AUROC``, ``F1AdaptiveThreshold``) take an empty batch as it is,
+and must, so that every process's list holds a tensor of the right type when the lists are gathered.
+The classes below are anomalib's with the mixin, under anomalib's class names (a metric's name, e.g.
+``image_F1Score``, is its prefix and class name); nothing of anomalib is changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anomalib import metrics
+
+
+def holds_no_image(batch: Any, fields: list[str] | tuple[str, ...]) -> bool:
+    """Whether one of the batch's ``fields`` is present and has no item (an evaluation batch emptied of repeats)."""
+    for name in fields:
+        value = getattr(batch, name, None)
+        if value is not None and len(value) == 0:
+            return True
+    return False
+
+
+class SkipsEmptyBatches:
+    """Mixin before an anomalib metric: a batch with no image is a counted update that changes nothing (see module)."""
+
+    fields: list[str]
+
+    def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:
+        """Update from ``batch`` unless it holds no image (``torchmetrics`` has counted the call already)."""
+        if holds_no_image(batch, self.fields):
+            return
+        super().update(batch, *args, **kwargs)  # type: ignore[misc]
+
+
+class F1Score(SkipsEmptyBatches, metrics.F1Score):
+    """anomalib's ``F1Score``, taking empty batches (see :class:`SkipsEmptyBatches`)."""
+
+
+class MinMax(SkipsEmptyBatches, metrics.MinMax):
+    """anomalib's ``MinMax`` (normalisation statistics), taking empty batches (see :class:`SkipsEmptyBatches`)."""
