@@ -79,7 +79,7 @@ def test_main_exits_non_zero_when_a_benchmark_failed(tool, monkeypatch, capsys):
 
     monkeypatch.setattr(tool, "run_benchmark", failing)
     monkeypatch.setattr(tool, "raw_pixel_knn_auroc", lambda data_args, category: 0.5)
-    monkeypatch.setattr(sys, "argv", ["benchmark_accuracy.py", "--models", "firm", "--classes", "0"])
+    monkeypatch.setattr(sys, "argv", ["benchmark_accuracy.py", "--models", "firm", "--classes", "0", "--no-references"])
     with pytest.raises(SystemExit) as exited:
         tool.main()
     assert exited.value.code not in (0, None)

@@ -1,10 +1,13 @@
-"""Accuracy on the 10 Fashion-MNIST one-vs-rest tasks: FIRM, MSC, MCL and a raw-pixel k-NN.
+"""Accuracy on the 10 Fashion-MNIST one-vs-rest tasks: FIRM, MSC, MCL beside what needs no training of ours.
 
 Runs ``anomalib benchmark --config configs/benchmark/fashion_mnist_<protocol>_<model>.yaml``
 for each model (the stock command, our models registered by the package), reads anomalib's
-``results.csv`` and prints one table of per-class and mean image AUROC, with a raw-pixel
-5-NN baseline computed here on exactly the same training and test images (same data module
-arguments, same seeded subsets and validation split).
+``results.csv`` and prints one table of per-class and mean image AUROC. Beside them, on exactly
+the same training and test images (same data module arguments, seeded subsets and validation
+split): a raw-pixel 5-NN; anomalib's PatchCore, PaDiM and DFM on the offline ImageNet
+EfficientNet-Lite0 weights MSC starts from; and each model's own scorer on its starting network
+(before training: MSC's pretrained Lite0, FIRM's and MCL's seeded random networks). See
+``_accuracy_references.py``; ``--no-references`` leaves out all but the raw-pixel row.
 
 Protocols: ``quick`` fits a 2-core CPU in minutes (subsets, small images, a few epochs: see each
 config's header); ``medium`` takes about an hour per model on 2 cores (the whole normal class
@@ -14,7 +17,7 @@ the test images.
 
 Usage:
     python tools/benchmark_accuracy.py --protocol quick [--models firm msc mcl] [--classes 0 1 ...]
-    python tools/benchmark_accuracy.py --protocol quick --baseline-only
+    python tools/benchmark_accuracy.py --protocol quick --baseline-only  # the reference rows only
 Needs Fashion-MNIST (Debian: ``apt-get install dataset-fashion-mnist``, or ``--data.root``).
 Exits non-zero when any benchmark job failed (``anomalib benchmark`` itself exits 0 then).
 """
@@ -23,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import _accuracy_references as references
 import _bench_common as common
 import numpy as np
 import torch
@@ -146,6 +152,8 @@ def print_table(
     print(f"data: {subsets or 'the whole training split of the normal class and the whole test split'}")
     for name, text in settings.items():
         print(f"{name}: {text}; wall time {durations[name] / 60:.1f} min for {len(classes)} classes")
+    for name in (name for name in durations if name not in settings):
+        print(f"{name}: wall time {durations[name] / 60:.1f} min for {len(classes)} classes")
     header = "| method | " + " | ".join(str(c) for c in classes) + " | mean |"
     print("\n" + header)
     print("|" + "---|" * (len(classes) + 2))
@@ -155,12 +163,53 @@ def print_table(
         print(f"| {name} | {cells} | {np.nanmean(values):.3f} |", flush=True)
 
 
+def seeded_model(model_class: type, init_args: dict, seed: int) -> Any:
+    """The network a benchmark run starts from: the model built after seeding as the run does."""
+    from lightning.pytorch import seed_everything
+
+    seed_everything(seed, verbose=False)
+    return model_class(**init_args)
+
+
+def reference_rows(
+    args: argparse.Namespace, data_args: dict, table: dict[str, dict[int, float]], durations: dict[str, float]
+) -> None:
+    """Add to ``table`` anomalib's models on the Lite0 weights and each of ``args.models`` before training."""
+    from anomalib_firm.data import FashionMNIST
+    from anomalib_firm.models import Firm, Mcl, Msc
+
+    whole_class = data_args.get("max_train_images") is None
+    builders = {name: (build, data_args) for name, build in references.peer_models(whole_class).items()}
+    classes = {"firm": Firm, "msc": Msc, "mcl": Mcl}
+    for model in args.models:
+        config = load_config(args.protocol, model, args.classes)["benchmark"]
+        init_args = {**config["model"]["init_args"], "visualizer": False, "evaluator": False}
+        untrained = functools.partial(seeded_model, classes[model], init_args, config["seed"])
+        model_data = {k: v for k, v in config["data"]["init_args"].items() if k != "category"}
+        builders[f"{classes[model].__name__} before training (its scorer, starting network)"] = (untrained, model_data)
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, (build, arguments) in builders.items():
+            table[name] = {}
+            start = time.perf_counter()
+            for category in args.classes:
+                datamodule = FashionMNIST(**{**arguments, "category": category})
+                datamodule.setup()
+                if "anomalib;" in name:
+                    table[name][category] = references.peer_auroc(build, datamodule, workdir)
+                else:
+                    table[name][category] = references.starting_auroc(build(), datamodule)
+            durations[name] = time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=("quick", "medium", "full"), default="quick")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
-    parser.add_argument("--baseline-only", action="store_true", help="only the raw-pixel k-NN")
+    parser.add_argument("--baseline-only", action="store_true", help="only the rows that train none of our models")
+    parser.add_argument(
+        "--no-references", action="store_true", help="no anomalib models, no before-training rows (raw pixels only)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep anomalib's outputs here (default: temp)")
     args = parser.parse_args()
 
@@ -175,6 +224,9 @@ def main() -> None:
         table["raw-pixel 5-NN"][category] = raw_pixel_knn_auroc(data_args, category)
     settings: dict[str, str] = {}
     durations: dict[str, float] = {}
+    if not args.no_references:
+        reference_rows(args, data_args, table, durations)
+        print_table(args.protocol, args.classes, data_args, table, settings, durations)
     failures: list[str] = []
     models = [] if args.baseline_only else args.models
     for model in models:

@@ -1,9 +1,10 @@
-r"""Validation learning curves of short runs from scratch, several tasks and seeds, one table.
+r"""Validation learning curves of short runs, several tasks and seeds, one table.
 
-For each (task, seed) a model trains from scratch with its own ``training_loss``, optimiser and
-learning-rate schedule (``configure_optimizers``) in a plain loop (no Trainer: about twice as
-fast as the CLI on 2 cores, same code paths for the loss and the scorer), and the scorer is
-refitted and scored on the *validation* split at epoch 0 (the untrained network) and every
+For each (task, seed) a model trains from its starting network (random, or its ``weights``) with its
+own ``training_loss``, optimiser and learning-rate schedule (``configure_optimizers``) in a plain
+loop (no Trainer: about twice as fast as the CLI on 2 cores, same code paths for the loss and the
+scorer), and the scorer is refitted and scored on the *validation* split at epoch 0 (the starting
+network) and every
 ``--every`` epochs (the test split is never read). Beside each curve: the raw-pixel 5-NN on the
 same images. Prints one row per run and the mean curve per task.
 
@@ -120,7 +121,8 @@ def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: in
         world_size=1,
         train_dataloader=loader,
     )
-    if model_name == "msc":  # as Msc.on_fit_start: compute_center loads the pretrained weights, then sets the centre
+    model.load_pretrained_weights()  # as on_fit_start (models given ``weights``; a no-op otherwise)
+    if model_name == "msc":  # as Msc.on_fit_start: the centre from the pretrained network
         model.compute_center(batch.image for batch in dm.train_dataloader())
     config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
     optimizer = config["optimizer"] if isinstance(config, dict) else config

@@ -298,11 +298,11 @@ def firm_views(
     )
 
 
-def msc_views(output_size: int) -> ContrastiveViews:
+def msc_views(output_size: int, crop_scale: tuple[float, float] = (0.2, 1.0)) -> ContrastiveViews:
     """MSC (MoCo-v2): crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grey p 0.2, blur p 0.5, h-flip."""
     return ContrastiveViews(
         output_size,
-        crop_scale=(0.2, 1.0),
+        crop_scale=crop_scale,
         horizontal_flip=0.5,
         jitter=(0.4, 0.4, 0.4, 0.1),
         jitter_probability=0.8,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anomalib_firm.console import InputError
 from anomalib_firm.models.components.backbone_names import CIFAR_RESNETS, resolve_backbone_name
-from anomalib_firm.models.components.pretrained import headless_network
+from anomalib_firm.models.components.pretrained import PretrainedBackbone, build_pretrained_backbone, headless_network
 
 
 class BasicBlock(nn.Module):
@@ -83,8 +84,13 @@ class CifarResNet(nn.Module):
         return torch.flatten(self.pool(out), 1)
 
 
-def build_encoder(name: str) -> tuple[nn.Module, int]:
-    """Build a randomly initialised encoder by name; return it with its feature dimension.
+def build_encoder(
+    name: str,
+    weights: str | None = None,
+    input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    input_std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> tuple[nn.Module, int]:
+    """Build an encoder by name, randomly initialised or to be given pretrained weights; return it with its feature dim.
 
     Names are resolved as for every backbone (:mod:`.backbone_names`): a plain ResNet-family name
     such as ``resnet18`` is torchvision's network here too, as for MSC; ``timm:resnet18`` is timm's.
@@ -92,12 +98,38 @@ def build_encoder(name: str) -> tuple[nn.Module, int]:
     Args:
         name: ``resnet18_cifar`` or ``resnet34_cifar`` (CIFAR stem), ``efficientnet_lite0``, a
             torchvision ResNet-family name or a timm model name, built without its classifier.
+        weights: ``None`` or ``"random"``: random initialisation (FIRM's and MCL's papers). Otherwise
+            what :func:`~.pretrained.build_pretrained_backbone` takes (``"efficientnet-lite0-package"``
+            offline, ``"imagenet"``, a file): a :class:`~.pretrained.PretrainedBackbone` with every layer
+            and BatchNorm trained, whose weights are loaded by :func:`load_encoder_weights` (when
+            training or a scorer fit starts, never into a network restored from a checkpoint).
+        input_mean: Normalisation of the images the encoder is given (a pretrained encoder maps them
+            onto its weights' own convention).
+        input_std: See ``input_mean``.
 
     Returns:
         The encoder, mapping (B, 3, H, W) to (B, D), and D.
+
+    Raises:
+        InputError: Pretrained weights asked for a CIFAR-stem ResNet (there are none).
     """
     source, _ = resolve_backbone_name(name)
+    if weights is not None and weights != "random":
+        if source == "cifar":
+            msg = (
+                f"There are no pretrained weights for the CIFAR-stem backbone {name!r}: use backbone "
+                "'efficientnet_lite0' (weights 'efficientnet-lite0-package', offline) or a torchvision/timm name."
+            )
+            raise InputError(msg)
+        return build_pretrained_backbone(
+            name, weights, bn_eval=False, input_mean=input_mean, input_std=input_std, load_weights=False
+        )
     if source == "cifar":
         encoder = CifarResNet(CIFAR_RESNETS[name])
         return encoder, encoder.feature_dim
     return headless_network(name)
+
+
+def load_encoder_weights(encoder: nn.Module) -> bool:
+    """Load a pretrained encoder's weights unless it holds weights already (a checkpoint's); True if it loaded now."""
+    return isinstance(encoder, PretrainedBackbone) and encoder.load_pretrained_weights()

@@ -31,6 +31,7 @@ returns) are importable from here.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from abc import abstractmethod
 from pathlib import Path
@@ -60,6 +61,8 @@ from anomalib_firm.models.components.scorer_fitting import (
     ScorerFittingMixin,
 )
 from anomalib_firm.models.components.training_data import check_enough_images, verify_image_files
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODEL_ARGUMENTS_DOC",
@@ -381,7 +384,23 @@ class ContrastiveAnomalyMixin(
             check_enough_images(datamodule, self.min_train_images, self.name)
             verify_image_files(datamodule)
         self._note_fit_start()
+        self.load_pretrained_weights()
         self.prepare_training()
+
+    def load_pretrained_weights(self) -> bool:
+        """Load the network's pretrained weights (``weights``) unless it holds weights already; True if it loaded.
+
+        The only place where a model reads a weight file or downloads: when training starts (every
+        process) and before a scorer fit; a no-op for a randomly initialised network and after a
+        checkpoint was loaded.
+        """
+        if not self.model.load_pretrained_weights():
+            return False
+        hparams = getattr(self, "hparams", {})
+        logger.info(
+            "%s: pretrained weights %r loaded into %r.", self.name, hparams.get("weights"), hparams.get("backbone")
+        )
+        return True
 
     def configure_model(self) -> None:
         """Before training: the network in channels_last under mixed precision, for the trainer's device.

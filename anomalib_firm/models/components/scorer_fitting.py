@@ -169,6 +169,7 @@ class ScorerFittingMixin:
         recalibrated statistics average per-batch ones, so they are those of the single-device run with
         that batch), and every buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
         """
+        self.load_pretrained_weights()  # type: ignore[attr-defined]  # on every rank: parameters are not broadcast
         loader = in_order(loader, distributed.world_size())
         if distributed.rank() == 0:
             with distributed.local_batchnorm(self.model):

@@ -57,6 +57,11 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
     Args:
         backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar``, a torchvision ResNet-family name
             (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
+        weights: ``None`` (default): a randomly initialised encoder, as in the paper. Or pretrained
+            weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
+            the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
+            dict file; loaded when training or a scorer fit starts, never into a network restored from a
+            checkpoint. Every layer and BatchNorm still trains.
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers of the projection head: 2 (default, one hidden layer) or the
@@ -112,6 +117,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
     def __init__(
         self,
         backbone: str = "resnet18_cifar",
+        weights: str | None = None,
         image_size: int = 32,
         head_hidden_dim: int = 1024,
         head_layers: int = 2,
@@ -152,6 +158,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(**mixin_arguments(locals()))
         self.model = FirmModel(
             backbone=backbone,
+            weights=weights,
             head_hidden_dim=head_hidden_dim,
             head_layers=head_layers,
             embedding_dim=embedding_dim,

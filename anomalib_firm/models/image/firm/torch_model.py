@@ -10,7 +10,7 @@ from torch import nn
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.augmentations import crop_and_resize, sample_crop_boxes
-from anomalib_firm.models.components.backbones import build_encoder
+from anomalib_firm.models.components.backbones import build_encoder, load_encoder_weights
 from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity
 from anomalib_firm.models.components.heads import ProjectionHead
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -45,6 +45,8 @@ class FirmModel(nn.Module):
 
     Args:
         backbone: Encoder name (see :func:`build_encoder`).
+        weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
+            (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers in the head (2 by default; 8 in the authors' code).
         embedding_dim: Output dimension of the head.
@@ -62,6 +64,7 @@ class FirmModel(nn.Module):
     def __init__(
         self,
         backbone: str = "resnet18_cifar",
+        weights: str | None = None,
         head_hidden_dim: int = 1024,
         head_layers: int = 2,
         embedding_dim: int = 128,
@@ -77,7 +80,7 @@ class FirmModel(nn.Module):
         if score not in ("cos_k", "angled", "ensemble"):
             msg = f"Unknown FIRM score {score!r}: use 'cos_k', 'angled' or 'ensemble'."
             raise InputError(msg)
-        self.encoder, feature_dim = build_encoder(backbone)
+        self.encoder, feature_dim = build_encoder(backbone, weights, input_mean=mean, input_std=std)
         self.head = ProjectionHead(
             feature_dim,
             head_hidden_dim,
@@ -99,6 +102,10 @@ class FirmModel(nn.Module):
         # The authors crop the evaluation view (resize 36, centre crop 32): compose both boxes into one.
         self.register_buffer("ensemble_boxes", compose_boxes(centre_box(eval_zoom), crops), persistent=False)
         self.bank = FeatureBank(NUM_ROTATIONS, feature_dim)
+
+    def load_pretrained_weights(self) -> bool:
+        """Load the encoder's pretrained weights (``weights``), unless it holds weights already; True if it loaded."""
+        return load_encoder_weights(self.encoder)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> network input."""

@@ -74,6 +74,11 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` (the paper's, slower and weaker
             on short runs: model README), a torchvision ResNet-family name (``resnet18``) or
             ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
+        weights: ``None`` (default): a randomly initialised encoder, as in the paper. Or pretrained
+            weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
+            the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
+            dict file; loaded when training or a scorer fit starts, never into a network restored from a
+            checkpoint. Every layer and BatchNorm still trains.
         image_size: Side of the square network input (32 for CIFAR-like data).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
@@ -121,6 +126,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     def __init__(
         self,
         backbone: str = "resnet18_cifar",
+        weights: str | None = None,
         image_size: int = 32,
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
@@ -165,6 +171,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         super().__init__(**mixin_arguments(locals()))
         self.model = MclModel(
             backbone=backbone,
+            weights=weights,
             head_hidden_dim=head_hidden_dim,
             embedding_dim=embedding_dim,
             num_classes=num_classes,

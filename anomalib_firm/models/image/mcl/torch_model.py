@@ -22,7 +22,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_firm.models.components.backbones import build_encoder
+from anomalib_firm.models.components.backbones import build_encoder, load_encoder_weights
 from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, CombineMethod, CovarianceEstimator
 from anomalib_firm.models.components.heads import ProjectionHead
 from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
@@ -59,6 +59,8 @@ class MclModel(nn.Module):
 
     Args:
         backbone: Encoder (see :func:`build_encoder`): ``resnet18_cifar`` (default), ``resnet34_cifar`` (paper).
+        weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
+            (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
@@ -72,6 +74,7 @@ class MclModel(nn.Module):
     def __init__(
         self,
         backbone: str = "resnet18_cifar",
+        weights: str | None = None,
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
         num_classes: int = 1,
@@ -80,7 +83,7 @@ class MclModel(nn.Module):
         ridge: float = 1e-3,
     ) -> None:
         super().__init__()
-        self.encoder, feature_dim = build_encoder(backbone)
+        self.encoder, feature_dim = build_encoder(backbone, weights)  # takes images in [0, 1]
         # 512 -> 2048 -> ReLU -> 128 with biases and no BatchNorm, L2-normalised output.
         self.head = ProjectionHead(
             feature_dim, head_hidden_dim, embedding_dim, num_layers=2, batch_norm=False, bias=True
@@ -95,6 +98,10 @@ class MclModel(nn.Module):
         )
         # View v of SEI = flip (v % 2) of rotation (v // 2), see sei_features.
         self.register_buffer("sei_rotation_ids", torch.arange(NUM_ROTATIONS).repeat_interleave(2), persistent=False)
+
+    def load_pretrained_weights(self) -> bool:
+        """Load the encoder's pretrained weights (``weights``), unless it holds weights already; True if it loaded."""
+        return load_encoder_weights(self.encoder)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm head embeddings: ``(B, 3, H, W)`` in [0, 1] -> ``(B, embedding_dim)``."""

@@ -78,6 +78,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         temperature: NT-Xent temperature (0.25).
         angular_weight: 0 = plain MSC; > 0 = the authors' angular variant (shift by ``c / ||c||``, plus
             this weight times the views' mean squared distance to it; arXiv v1 uses 1).
+        crop_scale: Area range of the training views' RandomResizedCrop (0.2 to 1, MoCo-v2's, the paper's).
         num_neighbors: k of the k-NN score (2).
         eval_zoom: Evaluation view = zoom by this factor, then centre crop back (256 / 224: the
             paper's resize 256, centre crop 224); 1 disables it.
@@ -109,6 +110,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         image_size: int = 224,
         temperature: float = 0.25,
         angular_weight: float = 0.0,
+        crop_scale: tuple[float, float] = (0.2, 1.0),
         num_neighbors: int = 2,
         eval_zoom: float = MSC_EVAL_ZOOM,
         bank_size: int | None = None,
@@ -135,7 +137,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         self.loss = MeanShiftedContrastiveLoss(
             temperature=temperature, angular_weight=angular_weight, gather_distributed=gather_distributed
         )
-        self.views = msc_views(image_size)
+        self.views = msc_views(image_size, crop_scale=crop_scale)
         self.num_neighbors = num_neighbors
         self.bank_compaction = BankCompaction(bank_size, bank_sampling, bank_precision, bank_seed)
         self.lr = lr
@@ -182,19 +184,6 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         self.image_size = arguments["image_size"]
         self.views = msc_views(self.image_size)
         self.hparams.update(arguments)
-
-    def load_pretrained_weights(self) -> bool:
-        """Load the pretrained weights unless the network holds weights already (a checkpoint's); True if it loaded.
-
-        Called when training starts, before the centre is computed, and before a scorer fit of a
-        network that was never given weights (scoring with the pretrained network).
-        """
-        if not self.model.load_pretrained_weights():
-            return False
-        logger.info(
-            "MSC: pretrained weights %r loaded into %r.", self.hparams.get("weights"), self.hparams.get("backbone")
-        )
-        return True
 
     @property
     def min_train_images(self) -> int:
