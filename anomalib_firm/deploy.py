@@ -20,7 +20,10 @@ same results) except:
   first, as the exported graph's pre-processor does (bilinear, not antialiased: anomalib's
   exportable transform), so the scores are those of the dynamic export; with ``resize=False`` it
   raises a ``ValueError`` saying what to do instead. A dynamic IR (exported without
-  ``--input_size``, the default) takes any size and resizes inside.
+  ``--input_size``, the default) takes any size and resizes inside;
+- **one image, one score**: for one image (a path, a PIL image, an ``(H, W, C)`` array or a
+  ``(C, H, W)`` tensor) ``predict`` returns that image's ``NumpyImageItem``, whose ``pred_score``
+  is a 0-d array (``float(result.pred_score)`` works); for a batch, anomalib's ``NumpyImageBatch``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ class OpenVINOInferencer(AnomalibOpenVINOInferencer):
         self.resize = resize
         super().__init__(path, device=device, config=config)
         self.input_size = static_input_size(self.input_blob.get_partial_shape())
+
+    def predict(self, image: Any) -> Any:  # type: ignore[override]
+        """Predict as anomalib does; for one image, its item (scalar ``pred_score``) instead of a batch of one."""
+        predictions = super().predict(image)
+        one_image = not isinstance(image, np.ndarray | torch.Tensor) or image.ndim == 3
+        return next(iter(predictions)) if one_image and len(predictions) == 1 else predictions
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """As anomalib's pre-processing (float ``(N, 3, H, W)`` in [0, 1]), then the IR's fixed size if it has one."""

@@ -37,7 +37,7 @@ def test_deploy_checks_in_a_fresh_process(tmp_path):
         check=False,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
-    assert "3 passed" in completed.stdout
+    assert "4 passed" in completed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,19 @@ def test_fixed_size_export_scores_images_of_another_size_like_the_torch_model(ex
         assert score == pytest.approx(_torch_score(model, path), abs=1e-4)
     with pytest.raises(RuntimeError, match="incompatible"):  # anomalib's own inferencer: OpenVINO's shape error
         AnomalibOpenVINOInferencer(static, device="CPU").predict(pictures[0])
+
+
+@child_only
+def test_one_image_gets_a_scalar_score_and_a_batch_keeps_its_shape(exported, tmp_path, monkeypatch):
+    _, _, dynamic, pictures = exported
+    monkeypatch.chdir(tmp_path)
+    inferencer = OpenVINOInferencer(dynamic, device="CPU")
+    single = inferencer.predict(pictures[0])
+    assert single.pred_score.shape == ()
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))) for path in pictures[:2]])
+    batch = inferencer.predict(images.permute(0, 3, 1, 2).float() / 255)
+    assert batch.pred_score.shape == (2,)
+    assert float(single.pred_score) == pytest.approx(float(batch.pred_score[0]), abs=1e-5)
 
 
 @child_only
