@@ -138,7 +138,8 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
     when jsonargparse re-raises it as its own error while building the model or data module) or
     :class:`~anomalib_firm.console.TrainingDivergedError` (NaN loss) is printed as its message alone and the
     command exits with status 1. Under DDP, a process whose collective fails because another process
-    exited (which prints its own error) says so in one line instead of a second traceback.
+    exited (which prints its own error) says so in one line instead of a second traceback; anomalib's
+    errors about the data folders (missing, no images) are one line too.
     """
 
     def wrapper(self: Any) -> None:
@@ -149,6 +150,7 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
             return
         from anomalib_firm.console import (
             TrainingDivergedError,
+            data_error_message,
             input_errors_made,
             quiet_cli_run,
             quoted_input_error,
@@ -167,10 +169,11 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
                     raise
                 print(f"Error: {ours}", file=sys.stderr)
                 raise SystemExit(1) from None
-            except RuntimeError as error:
-                if not stopped_by_another_process(error):
+            except (RuntimeError, FileNotFoundError) as error:
+                message = PEER_FAILED_MESSAGE if stopped_by_another_process(error) else data_error_message(error)
+                if message is None:
                     raise
-                print(f"Error: {PEER_FAILED_MESSAGE}", file=sys.stderr)
+                print(f"Error: {message}", file=sys.stderr)
                 raise SystemExit(1) from None
 
     return wrapper

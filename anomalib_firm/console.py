@@ -15,6 +15,8 @@ set at import time.
 - :class:`InputError` (and :class:`MissingInputError`, :class:`UnavailableInputError`): our errors about
   the user's input, shown by the CLI as their message alone;
 - :class:`TrainingDivergedError`: a NaN/inf training loss, shown the same way;
+- :func:`data_error_message`: anomalib's own errors about the data folders (a missing folder, a
+  folder without images), as one line that says what to do;
 - :func:`stopped_by_another_process`: under DDP, the error a process gets when another one failed
   (that one prints its own error; this one says so in one line).
 """
@@ -116,6 +118,27 @@ class TrainingDivergedError(FloatingPointError):
     Shown by the ``anomalib`` command like :class:`InputError` (message alone, exit status 1); in Python
     it is an ordinary ``FloatingPointError``. Checkpoints written before it are kept.
     """
+
+
+#: What to check when anomalib's data module finds a folder missing or empty.
+DATA_FOLDER_ADVICE = (
+    "check --data.root and the folder options (normal_dir, abnormal_dir, normal_test_dir, mask_dir): "
+    "each names a folder under the root that holds the images"
+)
+
+
+def data_error_message(error: BaseException) -> str | None:
+    """One line for anomalib's errors about the data folders, or ``None`` for any other error.
+
+    anomalib's ``Folder`` raises ``FileNotFoundError("Path does not exist: ...")`` for a folder that
+    is not there and ``RuntimeError("Found 0 ... images in ...")`` for one without images.
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, FileNotFoundError) and text.startswith("Path does not exist"):
+        return f"{text}: {DATA_FOLDER_ADVICE}."
+    if isinstance(error, RuntimeError) and text.startswith("Found 0 "):
+        return f"{text}. Put the images there, or {DATA_FOLDER_ADVICE}."
+    return None
 
 
 #: Parts of the messages of gloo / NCCL collectives whose peer process has exited.

@@ -224,7 +224,7 @@ def test_head_and_encoders():
         encoder, feature_dim = build_encoder(name)
         assert feature_dim == dim
         assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, dim)
-    with pytest.raises(ValueError, match="Unknown backbone"):
+    with pytest.raises(ValueError, match="Unknown backbone"):  # an InputError
         build_encoder("no_such_net")
 
 

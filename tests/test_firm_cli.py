@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from cli_utils import (
     max_openvino_score_difference,
     metric,
     run_anomalib,
+    write_digits_folder,
 )
 
 pytestmark = pytest.mark.slow
@@ -166,3 +168,29 @@ def test_data_module_setting_error_is_one_message_although_jsonargparse_rewraps_
     )  # fmt: skip
     assert f"Error: Folder '{missing}' does not exist." in stderr
     assert "Union subtypes" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("missing test/good", "Error: Path does not exist: {root}/test/good: check --data.root and the folder options"),
+        ("empty train/good", "Error: Found 0 DirType.NORMAL images in {root}/train/good with extensions"),
+        ("unknown backbone", "Error: Unknown backbone 'resnet999': use 'resnet18_cifar'"),
+    ],
+)
+def test_folder_and_setting_mistakes_are_one_message(change, expected, tmp_path):
+    root = write_digits_folder(tmp_path / "data", num_train=8, num_test=4)
+    backbone = []
+    if change == "missing test/good":
+        shutil.rmtree(root / "test" / "good")
+    elif change == "empty train/good":
+        for image in (root / "train" / "good").iterdir():
+            image.unlink()
+    else:
+        backbone = ["--model.backbone", "resnet999"]
+    stderr = _error_message_alone(
+        ["train", "--model", "FIRM", *TINY_FIRM, *backbone, *folder_data_args(root), "--trainer.max_epochs", "1"],
+        tmp_path,
+    )
+    assert expected.format(root=root) in stderr
+    assert len([line for line in stderr.splitlines() if "Error" in line]) == 1  # beside anomalib's INFO lines

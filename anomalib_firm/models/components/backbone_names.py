@@ -60,7 +60,7 @@ def resolve_backbone_name(name: str) -> tuple[BackboneSource, str]:
                 f"Unsupported torchvision backbone {rest!r}: only ResNet-family models {_TORCHVISION_FAMILIES} "
                 f"(pooled features before a single `fc` layer); use 'timm:<name>' for other networks."
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         return "torchvision", rest
     if sep and prefix == "timm":
         if not _is_timm_model(rest):
@@ -78,7 +78,7 @@ def resolve_backbone_name(name: str) -> tuple[BackboneSource, str]:
         f"Unknown backbone {name!r}: use {', '.join(map(repr, CIFAR_RESNETS))}, 'efficientnet_lite0', a torchvision "
         f"ResNet-family name (e.g. 'resnet18', 'resnet152') or a timm model name ('timm:<name>')."
     )
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def _is_torchvision_family(name: str) -> bool:

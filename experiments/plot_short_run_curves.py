@@ -1,0 +1,65 @@
+r"""Plot the validation curves that ``tools/short_run_curves.py`` printed (one-off experiment script).
+
+Each log holds lines ``<task> seed <s> <bn>: <auroc at epoch 0> <auroc> ... (raw <auroc>)``; one panel
+per task, one line per log (its label), the raw-pixel 5-NN dashed. Usage:
+
+    python experiments/plot_short_run_curves.py --every 2 --out docs/experiments/msc.png \
+        "lr 1e-4:/tmp/exp/msc_lr1e-4_m09.log" "lr 1e-3:/tmp/exp/msc_lr1e-3_m09.log"
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+LINE = re.compile(r"^(?P<task>\S+) seed (?P<seed>\d+) \S+: (?P<points>[0-9. ]+) \(raw (?P<raw>[0-9.]+)\)")
+
+
+def read_curves(path: Path) -> dict[str, tuple[list[float], float]]:
+    """``task -> (curve, raw-pixel AUROC)`` of a log (the first seed of each task)."""
+    curves: dict[str, tuple[list[float], float]] = {}
+    for line in path.read_text().splitlines():
+        match = LINE.match(line)
+        if match and match["task"] not in curves:
+            curves[match["task"]] = ([float(value) for value in match["points"].split()], float(match["raw"]))
+    return curves
+
+
+def main() -> None:
+    """Parse ``label:log`` arguments and write the plot."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="label:path of a short_run_curves log")
+    parser.add_argument("--every", type=int, default=1, help="epochs between the points of the logs")
+    parser.add_argument("--title", default="validation image AUROC")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    from matplotlib import pyplot as plt
+
+    runs = {label: read_curves(Path(path)) for label, _, path in (run.partition(":") for run in args.runs)}
+    tasks = sorted({task for curves in runs.values() for task in curves})
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        raw = None
+        for label, curves in runs.items():
+            if task in curves:
+                curve, raw = curves[task]
+                axis.plot([index * args.every for index in range(len(curve))], curve, marker="o", label=label)
+        if raw is not None:
+            axis.axhline(raw, linestyle="--", color="grey", label="raw-pixel 5-NN")
+        axis.set_title(task)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(args.title)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
