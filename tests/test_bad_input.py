@@ -77,3 +77,17 @@ def test_bad_settings():
         Firm(score="median")
     with pytest.raises(ValueError, match="layout"):
         Firm(loss_layout="diagonal")
+
+
+def test_loader_workers_are_capped_at_the_usable_cores(monkeypatch):
+    from types import SimpleNamespace
+
+    from anomalib_firm.models.components import training_data
+
+    monkeypatch.setattr(training_data, "usable_cores", lambda: 2)
+    datamodule = SimpleNamespace(num_workers=8)
+    training_data.cap_loader_workers(datamodule)
+    assert datamodule.num_workers == 2
+    training_data.cap_loader_workers(datamodule := SimpleNamespace(num_workers=0))
+    assert datamodule.num_workers == 0  # fewer than the cores: as asked
+    training_data.cap_loader_workers(None)  # no data module (scripts): nothing to do

@@ -60,7 +60,11 @@ from anomalib_firm.models.components.scorer_fitting import (
     NormalBatch,
     ScorerFittingMixin,
 )
-from anomalib_firm.models.components.training_data import check_enough_images, verify_image_files
+from anomalib_firm.models.components.training_data import (
+    cap_loader_workers,
+    check_enough_images,
+    verify_image_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +379,11 @@ class ContrastiveAnomalyMixin(
             )
             raise ValueError(msg)
         return labels.to(device=batch.image.device, dtype=torch.long)
+
+    def setup(self, stage: str) -> None:
+        """Before any loader is made: no more loader workers than usable cores (see :func:`cap_loader_workers`)."""
+        super().setup(stage)
+        cap_loader_workers(getattr(self._trainer, "datamodule", None) if self._trainer is not None else None)
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:

@@ -1,15 +1,37 @@
 """Checks of the training data before the first step, so that a bad set fails at once, not hours later.
 
 - :func:`check_enough_images`: the scorer needs a minimum of normal training images (k of a k-NN);
-- :func:`verify_image_files`: every image file of the splits opens (data sets read from files).
+- :func:`verify_image_files`: every image file of the splits opens (data sets read from files);
+- :func:`cap_loader_workers`: no more loader worker processes than the cores this process may use.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from typing import Any
 
 from anomalib_firm.console import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cap_loader_workers(datamodule: Any) -> None:
+    """Lower a data module's ``num_workers`` to the usable cores (anomalib's ``Folder`` asks for 8 by default).
+
+    More worker processes than cores only compete for them, and PyTorch warns about it at every loader.
+    """
+    requested = getattr(datamodule, "num_workers", None)
+    cores = usable_cores()
+    if isinstance(requested, int) and requested > cores:
+        datamodule.num_workers = cores
+        logger.info("Loading data with %d worker processes (num_workers %d > %d usable cores).", cores, requested, cores)
 
 
 def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
