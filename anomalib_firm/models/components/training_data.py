@@ -31,7 +31,7 @@ def cap_loader_workers(datamodule: Any) -> None:
     cores = usable_cores()
     if isinstance(requested, int) and requested > cores:
         datamodule.num_workers = cores
-        logger.info("Loading data with %d worker processes (num_workers %d > %d usable cores).", cores, requested, cores)
+        logger.info("Loading data with %d worker processes (num_workers %d > %d cores).", cores, requested, cores)
 
 
 def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
