@@ -196,7 +196,8 @@ def drop_padding_repeats(batch: Any, loader: Any, batch_idx: int) -> None:
 
     Lightning pads evaluation splits so that every rank gets as many images; the metrics and the
     post-processor's statistics, gathered over the ranks, then see every image exactly once. Every
-    per-image field (tensors and lists as long as the batch) is filtered.
+    per-image field (tensors and lists as long as the batch) is filtered. A batch that held only the
+    repeat becomes empty; the models' metrics take that (:mod:`.evaluation_metrics`).
     """
     keep = unpadded_mask(loader, batch_idx, len(batch.image))
     if keep is None:
