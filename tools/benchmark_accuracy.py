@@ -250,7 +250,7 @@ def main() -> None:
             f"{key}={value}" for key, value in init_args.items() if key != "visualizer"
         )
         print_table(args.protocol, args.classes, data_args, table, settings, durations)  # partial results early
-    if not models:
+    if not models and args.no_references:  # otherwise printed already
         print_table(args.protocol, args.classes, data_args, table, settings, durations)
     if failures:
         sys.exit(f"benchmark_accuracy: anomalib benchmark failed for {', '.join(failures)} (details above)")
