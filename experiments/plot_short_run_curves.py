@@ -45,10 +45,11 @@ def main() -> None:
     figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         raw = None
-        for label, curves in runs.items():
+        for color, (label, curves) in enumerate(runs.items()):  # one colour per run in every panel
             if task in curves:
                 curve, raw = curves[task]
-                axis.plot([index * args.every for index in range(len(curve))], curve, marker="o", label=label)
+                epochs = [index * args.every for index in range(len(curve))]
+                axis.plot(epochs, curve, marker="o", color=f"C{color}", label=label)
         if raw is not None:
             axis.axhline(raw, linestyle="--", color="grey", label="raw-pixel 5-NN")
         axis.set_title(task)
