@@ -221,3 +221,28 @@ def test_input_errors_made_inside_are_found_when_another_error_quotes_them():
     assert outside not in made
     InputError("made after")
     assert len(made) == 1  # collection stopped on exit
+
+
+def test_anomalib_data_folder_errors_become_one_line_with_advice(tmp_path):
+    from anomalib.data import Folder
+
+    from anomalib_firm.console import data_error_message
+
+    for name in ("train/good", "test/bad"):
+        (tmp_path / name).mkdir(parents=True)
+    with pytest.raises(RuntimeError) as empty:  # anomalib's error for a folder without images
+        Folder(name="x", root=tmp_path, normal_dir="train/good", abnormal_dir="test/bad", num_workers=0).setup()
+    message = data_error_message(empty.value)
+    assert message.startswith(f"Found 0 DirType.NORMAL images in {tmp_path / 'train' / 'good'} with extensions")
+    assert "Put the images there, or check --data.root" in message
+    assert "\n" not in message
+    assert data_error_message(RuntimeError("CUDA out of memory")) is None  # other errors keep their traceback
+    assert data_error_message(FileNotFoundError("model.ckpt")) is None
+
+
+def test_an_unknown_backbone_is_an_input_error():
+    from anomalib_firm.console import InputError
+    from anomalib_firm.models import Firm
+
+    with pytest.raises(InputError, match="Unknown backbone 'resnet999': use 'resnet18_cifar'"):
+        Firm(backbone="resnet999")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import os
 import subprocess
 import sys
 import tempfile
@@ -179,7 +178,6 @@ def reference_rows(
     from anomalib_firm.data import FashionMNIST
     from anomalib_firm.models import Firm, Mcl, Msc
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # PatchCore's coreset progress bar, per class
     whole_class = data_args.get("max_train_images") is None
     builders = {name: (build, data_args) for name, build in references.peer_models(whole_class).items()}
     classes = {"firm": Firm, "msc": Msc, "mcl": Mcl}

@@ -27,7 +27,7 @@ def holds_no_image(batch: Any, fields: list[str] | tuple[str, ...]) -> bool:
     """Whether one of the batch's ``fields`` is present and has no item (an evaluation batch emptied of repeats)."""
     for name in fields:
         value = getattr(batch, name, None)
-        if value is not None and len(value) == 0:
+        if value is not None and getattr(value, "ndim", 1) > 0 and len(value) == 0:
             return True
     return False
 
