@@ -10,14 +10,13 @@ gathered and the single-process loss add the same terms in a different order).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from distributed_utils import spawned_ranks
 from model_utils import random_training_batch, tiny_model
 from torch import distributed as dist
-from torch import multiprocessing as mp
 from torch import nn
 from torch.nn import functional as F
 
@@ -115,12 +114,7 @@ def _worker(rank: int, port: int, output: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    output = tmp_path_factory.mktemp("ddp")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(output)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(output / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
+    return spawned_ranks(_worker, tmp_path_factory.mktemp("ddp"), WORLD)
 
 
 @pytest.mark.parametrize("name", ["firm", "firm_concat", "mcl", "msc"])

@@ -13,14 +13,13 @@ the raw scores of one process on the same weights.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from distributed_utils import spawned_ranks
 from model_utils import MODEL_NAMES, tiny_model
 from torch import distributed as dist
-from torch import multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 WORLD = 2
@@ -96,12 +95,7 @@ def _worker(rank: int, port: int, output: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    output = tmp_path_factory.mktemp("ddp_evaluation")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(output)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(output / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    return spawned_ranks(_worker, tmp_path_factory.mktemp("ddp_evaluation"), WORLD)
 
 
 def _last_batch_of_rank_one(images: int, batch_size: int) -> tuple[int, int]:
