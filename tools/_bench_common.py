@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from anomalib_firm.models.components.training_data import usable_cores
+
 #: ``--data`` choices of both scripts.
 DATA_CHOICES = ("fashion_mnist", "digits")
 
@@ -53,14 +55,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def hardware_description(device: torch.device | None = None) -> str:

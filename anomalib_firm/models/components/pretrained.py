@@ -91,7 +91,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: BatchNorm settings of the TF reference: eps 1e-3, momentum 1 - 0.99 in PyTorch's convention.
 _EFFICIENTNET_LITE_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 #: The TF EfficientNet-Lite input normalisation, (x - 127) / 128 on [0, 255], i.e. mean = std = 0.5 on [0, 1].
-_EFFICIENTNET_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+EFFICIENTNET_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 _RANDOM_WEIGHTS = ("random", "none")
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
@@ -344,7 +344,7 @@ def _native_mean_std(model: nn.Module, kind: str, pretrained: bool) -> tuple[tup
     if not pretrained:
         return IMAGENET_MEAN, IMAGENET_STD  # nothing learnt yet: the caller's convention is as good as any
     if kind == "efficientnet_lite0":
-        return _EFFICIENTNET_LITE_MEAN_STD
+        return EFFICIENTNET_LITE_MEAN_STD
     if kind == "timm":
         config = getattr(model, "pretrained_cfg", {})
         return tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
