@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from anomalib.deploy import OpenVINOInferencer as AnomalibOpenVINOInferencer
-from torch.nn import functional as F
+
+from anomalib_firm.models.components.resizing import resize_like_the_model
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +100,8 @@ class OpenVINOInferencer(AnomalibOpenVINOInferencer):
                 "without --input_size (the exported model then takes any size)."
             )
             raise ValueError(msg)
-        resized = F.interpolate(
-            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-            size=self.input_size,
-            mode="bilinear",
-            align_corners=False,
-            antialias=False,  # as the exported graph's resize (anomalib's exportable transform drops antialiasing)
+        resized = resize_like_the_model(
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), self.input_size
         )
         return resized.numpy()
 

@@ -37,7 +37,7 @@ def test_deploy_checks_in_a_fresh_process(tmp_path):
         check=False,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
-    assert "4 passed" in completed.stdout
+    assert "5 passed" in completed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,30 @@ def test_fixed_size_export_scores_images_of_another_size_like_the_torch_model(ex
         assert score == pytest.approx(_torch_score(model, path), abs=1e-4)
     with pytest.raises(RuntimeError, match="incompatible"):  # anomalib's own inferencer: OpenVINO's shape error
         AnomalibOpenVINOInferencer(static, device="CPU").predict(pictures[0])
+
+
+def _predict_path_score(model: torch.nn.Module, image: torch.Tensor) -> float:
+    """The score ``anomalib predict`` computes: the pre-processor's Trainer-callback transform, then the model."""
+    from anomalib.data import ImageBatch
+
+    batch = ImageBatch(image=image[None])
+    model.pre_processor.on_predict_batch_start(None, model, batch, 0)
+    with torch.no_grad():
+        return float(model.predict_step(batch, 0).pred_score)
+
+
+@child_only
+def test_predict_and_every_export_give_an_image_of_any_size_the_same_score(exported, tmp_path, monkeypatch):
+    model, static, dynamic, _ = exported
+    monkeypatch.chdir(tmp_path)
+    fixed, any_size = OpenVINOInferencer(static, device="CPU"), OpenVINOInferencer(dynamic, device="CPU")
+    generator = torch.Generator().manual_seed(0)
+    for size in (8, 16, 23, 32, 48, 100):  # below, at and above the model's 16 px, odd and even
+        image = torch.rand(3, size, size, generator=generator)
+        expected = _predict_path_score(model, image)
+        assert float(any_size.predict(image).pred_score) == pytest.approx(expected, abs=1e-4), size
+        assert float(fixed.predict(image).pred_score) == pytest.approx(expected, abs=1e-4), size
+        assert float(model(image[None]).pred_score) == pytest.approx(expected, abs=1e-4), size
 
 
 @child_only

@@ -108,10 +108,10 @@ def load_data(category: str) -> tuple[Any, Any]:
 
 
 def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Images in [0, 1] resized as the pre-processor does (bilinear, antialiased)."""
-    from torchvision.transforms.v2 import functional as TF
+    """Images in [0, 1] resized as the pre-processor and the exported models do."""
+    from anomalib_firm.models.components.resizing import resize_like_the_model
 
-    return TF.resize(images, [size, size], antialias=True).contiguous()
+    return resize_like_the_model(images, (size, size)).contiguous()
 
 
 def in_batches(score: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, batch: int = 32) -> np.ndarray:

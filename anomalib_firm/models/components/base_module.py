@@ -46,7 +46,6 @@ from anomalib.visualization import ImageVisualizer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
-from torchvision.transforms.v2 import Resize
 
 from anomalib_firm.console import TrainingDivergedError
 from anomalib_firm.models.components import distributed
@@ -55,6 +54,7 @@ from anomalib_firm.models.components.compression import ScorerPreservingExportMi
 from anomalib_firm.models.components.evaluation_metrics import F1Score
 from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.precision import MixedPrecisionMixin
+from anomalib_firm.models.components.resizing import model_pre_processor
 from anomalib_firm.models.components.scorer_fitting import (
     BatchNormRecalibrationOption,
     NormalBatch,
@@ -267,8 +267,8 @@ class ContrastiveAnomalyMixin(
     # ----------------------------------------------------------------- anomalib contract
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only (normalisation is part of the torch model)."""
-        return PreProcessor(transform=Resize(image_size or (32, 32), antialias=True))
+        """Resize only, without antialiasing as in exported graphs (normalisation is part of the torch model)."""
+        return model_pre_processor(image_size or (32, 32))
 
     @classmethod
     def configure_post_processor(cls) -> OrderPreservingPostProcessor:

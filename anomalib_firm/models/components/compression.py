@@ -29,11 +29,11 @@ from anomalib.deploy.export import CompressionType
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
-from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.feature_bank import FeatureBank
 from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians
+from anomalib_firm.models.components.resizing import resize_like_the_model
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -157,7 +157,7 @@ def _resized(images: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
     """A batch of images as the exported model's float32 input (resized when the input size is static)."""
     images = torch.Tensor.as_subclass(images, torch.Tensor).float()
     if size is not None and tuple(images.shape[-2:]) != size:
-        images = TF.resize(images, list(size), antialias=True)
+        images = resize_like_the_model(images, size)
     return images.contiguous().numpy()
 
 
