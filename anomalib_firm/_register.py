@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -157,6 +158,8 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
             stopped_by_another_process,
         )
 
+        if method.__name__ == "_run_subcommand" and self.subcommand == "export":
+            _export_beside_checkpoint(self.config_init["export"])
         with quiet_cli_run(), input_errors_made() as made:
             try:
                 method(self)
@@ -177,3 +180,19 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
                 raise SystemExit(1) from None
 
     return wrapper
+
+
+def _export_beside_checkpoint(config: Any) -> None:
+    """``anomalib export`` of our models without ``--export_root``: write into the checkpoint's run folder.
+
+    anomalib writes every export to ``results/weights/<format>/model.*`` whatever the checkpoint, so
+    exporting a second model (or a second run) silently replaced the first (issue 32). A checkpoint
+    at ``<run>/weights/lightning/<name>.ckpt`` (where ``anomalib train`` saves it) exports to
+    ``<run>/weights/<format>/``, beside it; another checkpoint to ``<its folder>/<its name>/weights/<format>/``.
+    Compressed OpenVINO exports have their own file names (the models' ``to_openvino``).
+    """
+    if config.get("export_root") is not None or not config.get("ckpt_path"):
+        return
+    checkpoint = Path(config["ckpt_path"])
+    in_run = checkpoint.parent.name == "lightning" and checkpoint.parent.parent.name == "weights"
+    config["export_root"] = checkpoint.parents[2] if in_run else checkpoint.parent / checkpoint.stem

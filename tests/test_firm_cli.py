@@ -122,10 +122,19 @@ def test_openvino_export_matches_torch(trained, digits_folder, monkeypatch):
         workdir,
     )  # fmt: skip
     assert "takes images of exactly 16x16 pixels" in exported.stdout + exported.stderr  # what a fixed size means
-    xml = workdir / "results" / "weights" / "openvino" / "model.xml"
-    assert xml.exists()
+    xml = checkpoint.parents[1] / "openvino" / "model.xml"  # beside the checkpoint, in its run folder
+    assert f"Exported model to {xml}" in exported.stdout + exported.stderr
     model = Firm.load_from_checkpoint(checkpoint)
     assert max_openvino_score_difference(xml, model, folder_test_images(digits_folder)) < 1e-4
+    first_export = xml.read_bytes()
+    compressed = run_anomalib(
+        ["export", "--model", "FIRM", *TINY_FIRM, "--export_type", "openvino",
+         "--ckpt_path", str(checkpoint), "--compression_type", "FP16"],
+        workdir,
+    )  # fmt: skip
+    fp16 = xml.with_name("model_fp16.xml")  # its own file: the full-precision export is still there
+    assert f"Exported model to {fp16}" in compressed.stdout + compressed.stderr
+    assert xml.read_bytes() == first_export
 
 
 def test_benchmark_accepts_firm(digits_folder, tmp_path):

@@ -384,7 +384,7 @@ def test_cli_openvino_export_offline_matches_torch(trained, digits_folder, offli
         workdir,
     )  # fmt: skip
     assert network_attempts(offline) == []
-    xml = workdir / "results" / "weights" / "openvino" / "model.xml"
+    xml = checkpoint.parents[1] / "openvino" / "model.xml"  # beside the checkpoint, in its run folder
     assert xml.exists()
     model = Msc.load_from_checkpoint(checkpoint)
     # The graph holds the resize (identity here), the centre crop, the encoder and the k-NN score.

@@ -16,5 +16,6 @@ anomalib train "${model_args[@]}" \
 
 checkpoint="$(ls -td results/Firm/Digits/0/v*/weights/lightning/model.ckpt | head -n 1)"
 # Dynamic export (no --input_size): the exported model takes the 8 px digits as they are and resizes them.
+# It is written beside the checkpoint: <run folder>/weights/openvino/model.xml.
 anomalib export "${model_args[@]}" --ckpt_path "$checkpoint" --export_type openvino
-python "$here/score_openvino.py" results/weights/openvino/model.xml --category 0
+python "$here/score_openvino.py" "${checkpoint%/lightning/model.ckpt}/openvino/model.xml" --category 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -196,6 +197,27 @@ class ScorerPreservingExportMixin:
     """
 
     model: nn.Module
+
+    def to_openvino(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        compression_type: CompressionType | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Export to OpenVINO as anomalib does; a compressed model is named after its compression.
+
+        ``--compression_type INT8_PTQ`` writes ``model_int8_ptq.xml``, ``FP16`` ``model_fp16.xml``.
+
+        With one name for every compression, an ``INT8_PTQ`` export replaced the full-precision one
+        in the same folder.
+        """
+        if compression_type is not None and model_file_name == "model":
+            model_file_name = f"model_{CompressionType(compression_type).value}"
+        return super().to_openvino(  # type: ignore[misc]
+            export_root, model_file_name, input_size, compression_type, **kwargs
+        )
 
     def _compress_ov_model(
         self,
