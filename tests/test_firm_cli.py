@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_utils import (
@@ -17,6 +18,7 @@ from cli_utils import (
     run_anomalib,
     write_digits_folder,
 )
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +179,20 @@ def test_data_module_setting_error_is_one_message_although_jsonargparse_rewraps_
     )  # fmt: skip
     assert f"Error: Folder '{missing}' does not exist." in stderr
     assert "Union subtypes" not in stderr
+
+
+def test_a_16_bit_image_in_a_folder_tree_is_one_message_before_training(tmp_path):
+    """anomalib's Folder would read it saturated (white): refused, naming the file, nothing trained."""
+    root = write_digits_folder(tmp_path / "data", num_train=8, num_test=4)
+    target = sorted((root / "train" / "good").glob("*.png"))[0]
+    Image.fromarray(np.linspace(0, 10000, 16 * 16).reshape(16, 16).astype(np.uint16)).save(target)
+    stderr = _error_message_alone(
+        ["train", "--model", "FIRM", *TINY_FIRM, *folder_data_args(root), "--trainer.max_epochs", "1"], tmp_path
+    )
+    assert f"'{target}' (I;16)" in stderr
+    assert "Nothing was trained" in stderr
+    assert len([line for line in stderr.splitlines() if "Error" in line]) == 1
+    assert not list(tmp_path.glob("results/**/*.ckpt"))
 
 
 def test_a_missing_data_folder_is_one_message(tmp_path):

@@ -1,4 +1,4 @@
-"""Images with more than 8 bits per pixel: ClassFolder scales 16-bit grey, refuses 32-bit/float; Folder runs warn."""
+"""Images with more than 8 bits per pixel: ClassFolder scales 16-bit grey, refuses 32-bit/float; Folder runs refuse."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from cli_utils import digits_folder_datamodule, write_digits_folder
 from PIL import Image
 
+from anomalib_firm.console import InputError
 from anomalib_firm.data.class_folder import decode_images, read_rgb
 from anomalib_firm.models.components.training_data import verify_image_files
 
@@ -46,7 +47,7 @@ def test_class_folder_reader_refuses_images_without_a_stated_range(tmp_path, dty
         read_rgb(path, None)
 
 
-def test_folder_check_warns_naming_the_16_bit_files(tmp_path):
+def test_folder_check_refuses_naming_the_16_bit_files(tmp_path):
     root = write_digits_folder(tmp_path / "data", num_train=6, num_test=4)
     datamodule = digits_folder_datamodule(root, train_batch_size=4)
     datamodule.setup()
@@ -56,9 +57,9 @@ def test_folder_check_warns_naming_the_16_bit_files(tmp_path):
 
     target = sorted((root / "train" / "good").glob("*.png"))[0]
     Image.fromarray(_dark_16bit()).save(target)
-    with pytest.warns(UserWarning, match="more than 8 bits") as caught:
+    with pytest.raises(InputError, match="more than 8 bits") as caught:
         verify_image_files(datamodule)
-    message = str(caught[0].message)
+    message = str(caught.value)
     assert str(target) in message
     assert "I;16" in message
     assert "Folder" in message

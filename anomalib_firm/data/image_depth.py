@@ -45,11 +45,13 @@ def to_8bit(image: Image.Image) -> Image.Image:
 
 
 def high_depth_message(files: list[tuple[str, str]], reader: str, shown: int = 5) -> str:
-    """Warning text for ``(path, mode)`` files that ``reader`` (e.g. anomalib's ``Folder``) will read clipped."""
+    """Why ``(path, mode)`` files cannot go through ``reader`` (e.g. anomalib's ``Folder``): it clips them."""
     examples = ", ".join(f"'{path}' ({mode})" for path, mode in files[:shown])
     more = f" and {len(files) - shown} more" if len(files) > shown else ""
     return (
         f"{len(files)} image file(s) have more than 8 bits per grey pixel: {examples}{more}. {reader} reads images "
         "with PIL's convert('RGB'), which clips these values to 0-255 instead of scaling them (a 16-bit image "
-        f"turns almost white), so the model would train and test on distorted images: {CONVERT_HINT}."
+        "turns almost white), so the model would train and test on distorted images. Nothing was trained: "
+        f"{CONVERT_HINT}, or read the tree with --data ClassFolder (its train_dir/test_dir layout fits a Folder tree), "
+        "which scales 16-bit grey images."
     )

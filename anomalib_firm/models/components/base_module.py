@@ -381,9 +381,16 @@ class ContrastiveAnomalyMixin(
         return labels.to(device=batch.image.device, dtype=torch.long)
 
     def setup(self, stage: str) -> None:
-        """Before any loader is made: no more loader workers than usable cores (see :func:`cap_loader_workers`)."""
+        """Before any loader is made: check the image files, cap the loader workers.
+
+        Every image file must be readable as it is (:func:`verify_image_files`, for fit, validate and
+        test); no more loader workers than usable cores (:func:`cap_loader_workers`).
+        """
         super().setup(stage)
-        cap_loader_workers(getattr(self._trainer, "datamodule", None) if self._trainer is not None else None)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and stage in ("fit", "validate", "test"):
+            verify_image_files(datamodule)
+        cap_loader_workers(datamodule)
 
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:
@@ -391,7 +398,6 @@ class ContrastiveAnomalyMixin(
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             check_enough_images(datamodule, self.min_train_images, self.name)
-            verify_image_files(datamodule)
         self._note_fit_start()
         self.load_pretrained_weights()
         self.prepare_training()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any
 
 from anomalib_firm.console import InputError
@@ -53,15 +52,17 @@ def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
 
 
 def verify_image_files(datamodule: Any) -> None:
-    """Open every image file of the train/val/test splits once, before training starts.
+    """Open every image file of the train/val/test splits once, before the model sees any.
 
     A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
     after hours of training). Files with more than 8 bits per grey pixel (16-bit PNGs, say),
-    which anomalib's image reader clips instead of scaling, are named in one warning. Data sets
-    held in memory (``holds_images_in_memory``: read by our own readers) are skipped.
+    which anomalib's image reader clips instead of scaling (a dark 16-bit image reaches the model
+    white), are refused in one message naming them: the model never trains or tests on such a
+    distorted image. Data sets held in memory (``holds_images_in_memory``: read by our own
+    readers, which scale 16-bit images) are skipped.
 
     Raises:
-        ValueError: naming the first unreadable file and what to do.
+        InputError: naming the first unreadable file, or the files of more than 8 bits, and what to do.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -87,4 +88,4 @@ def verify_image_files(datamodule: Any) -> None:
                 raise InputError(msg) from error
     if high_depth:
         reader = f"{type(datamodule).__name__} (anomalib's read_image)"
-        warnings.warn(high_depth_message(list(high_depth.items()), reader), UserWarning, stacklevel=2)
+        raise InputError(high_depth_message(list(high_depth.items()), reader))
