@@ -12,7 +12,7 @@ cd "$workdir"
 model_args=(--model FIRM --model.image_size 16 --model.visualizer false)
 anomalib train "${model_args[@]}" \
   --data Digits --data.category 0 --data.train_batch_size 32 \
-  --trainer.max_epochs 20 --trainer.check_val_every_n_epoch 20 --seed_everything 0 --logging.log_graph false
+  --trainer.max_epochs 10 --trainer.check_val_every_n_epoch 10 --seed_everything 0 --logging.log_graph false
 
 checkpoint="$(ls -td results/Firm/Digits/0/v*/weights/lightning/model.ckpt | head -n 1)"
 # Dynamic export (no --input_size): the exported model takes the 8 px digits as they are and resizes them.

@@ -30,6 +30,7 @@ def main() -> None:
     test = datamodule.test_data
     normal = [i for i in range(len(test)) if int(test[i].gt_label) == 0][: args.count // 2]
     anomalous = [i for i in range(len(test)) if int(test[i].gt_label) == 1][: args.count - len(normal)]
+    print(f"Scores of the exported OpenVINO model {args.model} (normalised: above 0.5 is anomalous):")
     print(f"{'image':<40} {'label':>9} {'score':>8} {'predicted':>10}")
     for index in normal + anomalous:
         item = test[index]

@@ -393,6 +393,16 @@ class ContrastiveAnomalyMixin(
         cap_loader_workers(datamodule)
 
     # ----------------------------------------------------------------- training
+    def on_fit_end(self) -> None:
+        """Say once where this run's results went (the run folder, the checkpoint)."""
+        super().on_fit_end()
+        if not self.trainer.is_global_zero:
+            return
+        callback = self.trainer.checkpoint_callback
+        checkpoint = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        where = f"; checkpoint {checkpoint}" if checkpoint else ""
+        logger.info(f"{self.name}: results in {self.trainer.default_root_dir}{where}")
+
     def on_fit_start(self) -> None:
         """Check the normal set before any step, then :meth:`prepare_training` (channels_last, compilation)."""
         datamodule = getattr(self.trainer, "datamodule", None)
