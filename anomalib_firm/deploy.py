@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from anomalib.deploy import OpenVINOInferencer as AnomalibOpenVINOInferencer
 
-from anomalib_firm.models.components.resizing import resize_like_the_model
+from anomalib_firm.models.components.export.resizing import resize_like_the_model
 
 logger = logging.getLogger(__name__)
 

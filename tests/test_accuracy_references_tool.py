@@ -7,7 +7,7 @@ import torch
 from tool_utils import imported_tool
 
 from anomalib_firm.data import Digits
-from anomalib_firm.models.components.pretrained import build_pretrained_backbone
+from anomalib_firm.models.components.backbones.pretrained import build_pretrained_backbone
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_bad_settings():
 def test_loader_workers_are_capped_at_the_usable_cores(monkeypatch):
     from types import SimpleNamespace
 
-    from anomalib_firm.models.components import training_data
+    from anomalib_firm.models.components.lifecycle import training_data
 
     monkeypatch.setattr(training_data, "usable_cores", lambda: 2)
     datamodule = SimpleNamespace(num_workers=8)

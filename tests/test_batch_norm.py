@@ -7,8 +7,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from anomalib_firm.models import Firm, Mcl
-from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
-from anomalib_firm.models.components.scorer_fitting import CALIBRATION_PASSES
+from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.lifecycle.scorer_fitting import CALIBRATION_PASSES
 
 
 def _momenta(module: torch.nn.Module) -> set[float | None]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from model_utils import random_training_batch, tiny_model
 
-from anomalib_firm.models.components.checkpoint_network import network_mismatch
+from anomalib_firm.models.components.lifecycle.checkpoint_network import network_mismatch
 
 
 def _checkpoint(model: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from model_utils import random_training_batch, tiny_model
 from torch.nn import functional as F
 
 from anomalib_firm.models import Firm
-from anomalib_firm.models.components.base_module import NormalBatch
-from anomalib_firm.models.components.feature_bank import BankCompaction, FeatureBank
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
+from anomalib_firm.models.components.scoring.feature_bank import BankCompaction, FeatureBank
 
 
 def clustered_features(views: int = 2, count: int = 300, dim: int = 32, seed: int = 0) -> torch.Tensor:

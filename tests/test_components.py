@@ -10,13 +10,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models import Firm
-from anomalib_firm.models.components import augmentations as aug
-from anomalib_firm.models.components.backbones import build_encoder
-from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
-from anomalib_firm.models.components.heads import ProjectionHead
-from anomalib_firm.models.components.learning_rate import items_per_step, scaled_learning_rate
-from anomalib_firm.models.components.rotations import expand_rotations
-from anomalib_firm.models.components.schedules import OneCycleSchedule, cosine_factor, one_cycle_factor
+from anomalib_firm.models.components.backbones.encoders import build_encoder
+from anomalib_firm.models.components.backbones.heads import ProjectionHead
+from anomalib_firm.models.components.optimisation.learning_rate import items_per_step, scaled_learning_rate
+from anomalib_firm.models.components.optimisation.schedules import OneCycleSchedule, cosine_factor, one_cycle_factor
+from anomalib_firm.models.components.scoring.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
+from anomalib_firm.models.components.views import augmentations as aug
+from anomalib_firm.models.components.views.rotations import expand_rotations
 
 
 @pytest.fixture

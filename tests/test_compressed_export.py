@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.data import Digits
-from anomalib_firm.models.components.compression import scorer_operations
+from anomalib_firm.models.components.export.compression import scorer_operations
 
 
 def test_scorer_operations_are_the_knn_and_the_feature_path_not_the_layers():
@@ -47,8 +47,8 @@ def test_a_half_precision_bank_is_found_after_the_exporter_normalised_it():
     import openvino as ov
     from openvino import opset13 as ops
 
-    from anomalib_firm.models.components.compression import scorer_statistics
-    from anomalib_firm.models.components.feature_bank import BankCompaction, FeatureBank
+    from anomalib_firm.models.components.export.compression import scorer_statistics
+    from anomalib_firm.models.components.scoring.feature_bank import BankCompaction, FeatureBank
 
     generator = torch.Generator().manual_seed(0)
     bank = FeatureBank(1, 16)

@@ -24,7 +24,7 @@ from anomalib_firm.console import (
     quoted_input_error,
     single_console_handler,
 )
-from anomalib_firm.models.components.base_module import NormalBatch
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
 
 EXPORT_LOGGERS = tuple(EXPORT_LOG_LEVELS)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
-from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, estimate_covariance
+from anomalib_firm.models.components.scoring.gaussian_scorer import ClassRotationGaussians, estimate_covariance
 
 
 @pytest.mark.parametrize(("num", "dim"), [(20, 128), (90, 128), (500, 16)])

@@ -20,7 +20,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.distributed import gather_batch
+from anomalib_firm.models.components.lifecycle.distributed import gather_batch
 from anomalib_firm.models.image.firm.loss import FirmLoss
 from anomalib_firm.models.image.mcl.loss import MaskedContrastiveLoss
 from anomalib_firm.models.image.msc.loss import MeanShiftedContrastiveLoss

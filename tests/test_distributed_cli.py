@@ -100,7 +100,7 @@ def test_two_process_cli_run_trains_tests_exports_and_fits_the_single_process_sc
 
 
 def test_scorer_fit_under_ddp_reads_the_normal_images_in_global_batches(digits_folder):
-    from anomalib_firm.models.components.scorer_fitting import in_order
+    from anomalib_firm.models.components.lifecycle.scorer_fitting import in_order
 
     datamodule = digits_folder_datamodule(digits_folder, BATCH_PER_DEVICE)
     datamodule.setup()

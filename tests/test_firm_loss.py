@@ -179,7 +179,7 @@ def test_objective_errors_name_the_setting():
 def test_the_training_step_marks_the_unrotated_items_as_inliers():
     """Firm.compute_loss hands the loss the unrotated copies as inliers, the 90/180/270 degree ones as outliers."""
     from anomalib_firm.models import Firm
-    from anomalib_firm.models.components.rotations import rotate
+    from anomalib_firm.models.components.views.rotations import rotate
 
     model = Firm(image_size=8, head_hidden_dim=16, head_layers=2, mixed_precision=False, visualizer=False)
     images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.augmentations import crop_and_resize
+from anomalib_firm.models.components.views.augmentations import crop_and_resize
 from anomalib_firm.models.image.firm.torch_model import FirmModel, centre_box
 
 SIZE, K = 16, 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, combine_views
+from anomalib_firm.models.components.scoring.gaussian_scorer import ClassRotationGaussians, combine_views
 
 C, R, D = 2, 3, 6
 PER_CELL = 25

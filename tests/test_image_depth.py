@@ -11,7 +11,7 @@ from PIL import Image
 
 from anomalib_firm.console import InputError
 from anomalib_firm.data.class_folder import decode_images, read_rgb
-from anomalib_firm.models.components.training_data import verify_image_files
+from anomalib_firm.models.components.lifecycle.training_data import verify_image_files
 
 
 def _dark_16bit(size: int = 24) -> np.ndarray:

@@ -27,7 +27,7 @@ from cli_utils import (
 from anomalib_firm.data import Digits
 from anomalib_firm.data.batch import OneVsRestImageBatch
 from anomalib_firm.models import MCL, Mcl
-from anomalib_firm.models.components.rotations import expand_rotations, rotate
+from anomalib_firm.models.components.views.rotations import expand_rotations, rotate
 from anomalib_firm.models.image.mcl.loss import item_pair_weights
 from anomalib_firm.models.image.mcl.torch_model import flip_base_images
 
@@ -332,7 +332,7 @@ def test_openvino_export_matches_torch(one_class_cli, digits_folder, monkeypatch
 
 def test_fit_scorer_without_a_trainer():
     """Scripts (tools/benchmark_inference.py) fit the Gaussians directly, with no Trainer attached."""
-    from anomalib_firm.models.components.base_module import NormalBatch
+    from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
 
     model = Mcl(**TINY).eval()
     generator = torch.Generator().manual_seed(0)

@@ -32,8 +32,8 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.models import MSC, Msc
-from anomalib_firm.models.components import pretrained
-from anomalib_firm.models.components.base_module import NormalBatch
+from anomalib_firm.models.components.backbones import pretrained
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
 from anomalib_firm.models.image.msc.loss import compute_center
 
 IMAGE_SIZE = 16

@@ -16,7 +16,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from model_utils import IMAGE_SIZE, MODEL_NAMES, random_training_batch, tiny_model
 from torch import nn
 
-from anomalib_firm.models.components import precision
+from anomalib_firm.models.components.lifecycle import precision
 
 #: bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation); through a ResNet-18 and a
 #: temperature-scaled softmax the loss moves by well under 2 %.

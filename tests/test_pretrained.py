@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_firm.models.components import pretrained
-from anomalib_firm.models.components.backbone_names import resolve_backbone_name
-from anomalib_firm.models.components.pretrained import (
+from anomalib_firm.models.components.backbones import pretrained
+from anomalib_firm.models.components.backbones.names import resolve_backbone_name
+from anomalib_firm.models.components.backbones.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     InputRenormalization,
@@ -31,7 +31,10 @@ from anomalib_firm.models.components.pretrained import (
     create_pretrained_model,
     freeze_modules,
 )
-from anomalib_firm.models.components.weight_files import EFFICIENTNET_LITE0_PACKAGE, find_efficientnet_lite0_weights
+from anomalib_firm.models.components.backbones.weight_files import (
+    EFFICIENTNET_LITE0_PACKAGE,
+    find_efficientnet_lite0_weights,
+)
 from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
 
 RANDOM_INIT_WARNING = "MSC needs ImageNet pretraining"

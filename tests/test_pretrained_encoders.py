@@ -13,7 +13,7 @@ import torch
 from anomalib_firm.console import InputError
 from anomalib_firm.data import Digits
 from anomalib_firm.models import Firm, Mcl
-from anomalib_firm.models.components.pretrained import PretrainedBackbone, build_pretrained_backbone
+from anomalib_firm.models.components.backbones.pretrained import PretrainedBackbone, build_pretrained_backbone
 
 PACKAGE = "efficientnet-lite0-package"
 SMALL = {"image_size": 16, "head_hidden_dim": 64, "visualizer": False, "bn_recalibration": False}

@@ -17,7 +17,7 @@ from lightning.pytorch import seed_everything
 from model_utils import tiny_model
 from sklearn.metrics import roc_auc_score
 
-from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
+from anomalib_firm.models.components.evaluation.post_processing import OrderPreservingPostProcessor
 
 
 def test_normalisation_is_strictly_increasing_onto_the_unit_interval() -> None:

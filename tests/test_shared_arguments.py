@@ -8,7 +8,7 @@ import pytest
 from jsonargparse import ArgumentParser
 
 from anomalib_firm import models
-from anomalib_firm.models.components.base_module import (
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     SHARED_ARGUMENTS,
     ContrastiveAnomalyMixin,
     _argument_entries,

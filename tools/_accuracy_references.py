@@ -34,7 +34,7 @@ def load_lite0_into(anomalib_model: Any) -> int:
         RuntimeError: For another backbone, or when a tensor of the extractor has no counterpart in the file
             (it would keep random values).
     """
-    from anomalib_firm.models.components.weight_files import (
+    from anomalib_firm.models.components.backbones.weight_files import (
         convert_efficientnet_lite_state_dict,
         find_efficientnet_lite0_weights,
         load_state_dict_file,
@@ -67,7 +67,7 @@ def _pre_processor(image_size: int) -> Any:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from anomalib_firm.models.components.pretrained import EFFICIENTNET_LITE_MEAN_STD
+    from anomalib_firm.models.components.backbones.pretrained import EFFICIENTNET_LITE_MEAN_STD
 
     mean, std = EFFICIENTNET_LITE_MEAN_STD  # what the package weights expect: [-1, 1]
     return PreProcessor(transform=Compose([Resize((image_size, image_size), antialias=True), Normalize(mean, std)]))

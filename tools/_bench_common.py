@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.training_data import usable_cores
+from anomalib_firm.models.components.lifecycle.training_data import usable_cores
 
 #: ``--data`` choices of both scripts.
 DATA_CHOICES = ("fashion_mnist", "digits")
@@ -101,7 +101,7 @@ def load_average() -> str:
 
 def cpu_instruction_sets() -> str:
     """One line: the CPU's vector instruction sets, PyTorch's dispatch level and whether bf16 is native."""
-    from anomalib_firm.models.components.precision import cpu_flags, cpu_has_native_bf16
+    from anomalib_firm.models.components.lifecycle.precision import cpu_flags, cpu_has_native_bf16
 
     flags = cpu_flags()
     present = [flag for flag in NAMED_CPU_FLAGS if flag in flags] or ["(no /proc/cpuinfo flags)"]

@@ -109,7 +109,7 @@ def load_data(category: str) -> tuple[Any, Any]:
 
 def resized(images: torch.Tensor, size: int) -> torch.Tensor:
     """Images in [0, 1] resized as the pre-processor and the exported models do."""
-    from anomalib_firm.models.components.resizing import resize_like_the_model
+    from anomalib_firm.models.components.export.resizing import resize_like_the_model
 
     return resize_like_the_model(images, (size, size)).contiguous()
 

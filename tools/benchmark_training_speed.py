@@ -73,8 +73,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
-from anomalib_firm.models.components.precision import native_bf16
-from anomalib_firm.models.components.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.components.backbones.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.components.lifecycle.precision import native_bf16
 from anomalib_firm.models.image.firm.torch_model import CIFAR_MEAN, CIFAR_STD
 
 MODELS = ("firm", "mcl", "msc")
@@ -200,7 +200,7 @@ def ours_step(module: nn.Module, case: Case, images: torch.Tensor, device: torch
 
 def ours_input_step(module: nn.Module, case: Case, images: torch.Tensor, device: torch.device) -> Callable[[], object]:
     """The input part of :func:`ours_step` alone: gather, rotations (FIRM/MCL), two views per item."""
-    from anomalib_firm.models.components.rotations import expand_rotations
+    from anomalib_firm.models.components.views.rotations import expand_rotations
 
     stream = IndexStream(len(images), case.images_per_step, device)
 

@@ -32,8 +32,8 @@ def knn_aurocs(
     """Validation AUROC of the k-NN score per rotation on the encoder features and the head embeddings."""
     from sklearn.metrics import roc_auc_score
 
-    from anomalib_firm.models.components.feature_bank import cosine_topk_similarity
-    from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+    from anomalib_firm.models.components.scoring.feature_bank import cosine_topk_similarity
+    from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations
 
     def rotation_features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rotated, _ = expand_rotations(images)

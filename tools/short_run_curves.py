@@ -94,7 +94,7 @@ def datamodule(
 def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str) -> float:
     """The validation image AUROC of the model as it is (``model``) or of a copy with another ``bn_recalibration``."""
     from anomalib_firm.callbacks import validation_auroc
-    from anomalib_firm.models.components.scorer_fitting import batchnorm_recalibration_mode
+    from anomalib_firm.models.components.lifecycle.scorer_fitting import batchnorm_recalibration_mode
 
     if bn_statistics == "model":
         return validation_auroc(model, dm)

@@ -33,7 +33,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from sklearn.metrics import roc_auc_score
 
-from anomalib_firm.models.components.random_state import preserved_random_state
+from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
 
 logger = logging.getLogger(__name__)
 

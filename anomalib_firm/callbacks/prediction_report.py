@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_firm.data.visualization import label_name
-from anomalib_firm.models.components import distributed
+from anomalib_firm.models.components.lifecycle import distributed
 
 #: Rows printed on the console; ``predictions.csv`` holds every image.
 MAX_PRINTED_ROWS = 50

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomalib_firm.console import InputError
-from anomalib_firm.models.components.distributed import gather_batch, gathering
+from anomalib_firm.models.components.lifecycle.distributed import gather_batch, gathering
 
 LossLayout = Literal["pairwise", "concat"]
 LossObjective = Literal["firm", "ntxent", "supcon"]

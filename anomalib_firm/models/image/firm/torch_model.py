@@ -9,11 +9,11 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_firm.console import InputError
-from anomalib_firm.models.components.augmentations import crop_and_resize, sample_crop_boxes
-from anomalib_firm.models.components.backbones import build_encoder, load_encoder_weights
-from anomalib_firm.models.components.feature_bank import FeatureBank, cosine_topk_similarity
-from anomalib_firm.models.components.heads import ProjectionHead
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.backbones.encoders import build_encoder, load_encoder_weights
+from anomalib_firm.models.components.backbones.heads import ProjectionHead
+from anomalib_firm.models.components.scoring.feature_bank import FeatureBank, cosine_topk_similarity
+from anomalib_firm.models.components.views.augmentations import crop_and_resize, sample_crop_boxes
+from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations
 
 ScoreType = Literal["cos_k", "angled", "ensemble"]
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -43,19 +43,19 @@ import torch
 from anomalib.models.components import AnomalibModule
 from torch import nn
 
-from anomalib_firm.models.components.augmentations import mcl_views
-from anomalib_firm.models.components.base_module import (
+from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     ContrastiveAnomalyMixin,
     NormalBatch,
     TrainingLoss,
     mixin_arguments,
 )
-from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
-from anomalib_firm.models.components.gaussian_scorer import CombineMethod, CovarianceEstimator
-from anomalib_firm.models.components.learning_rate import items_per_step, scaled_learning_rate
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
-from anomalib_firm.models.components.schedules import cosine_factor
-from anomalib_firm.models.components.scorer_fitting import BatchNormRecalibrationOption
+from anomalib_firm.models.components.lifecycle.scorer_fitting import BatchNormRecalibrationOption
+from anomalib_firm.models.components.optimisation.learning_rate import items_per_step, scaled_learning_rate
+from anomalib_firm.models.components.optimisation.schedules import cosine_factor
+from anomalib_firm.models.components.scoring.gaussian_scorer import CombineMethod, CovarianceEstimator
+from anomalib_firm.models.components.views.augmentations import mcl_views
+from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.registry import cli_alias
 
 from .loss import MaskedContrastiveLoss, MissingPartnerRule
@@ -73,7 +73,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     Args:
         backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` (the paper's, slower and weaker
             on short runs: model README), a torchvision ResNet-family name (``resnet18``) or
-            ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbone_names`).
+            ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbones.names`).
         weights: ``None`` (default): a randomly initialised encoder, as in the paper. Or pretrained
             weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.distributed import broadcast_from_rank0, gather_batch, gathering
+from anomalib_firm.models.components.lifecycle.distributed import broadcast_from_rank0, gather_batch, gathering
 
 MissingPartnerRule = Literal["exclude", "own_view", "raise"]
 _MISSING_PARTNER_RULES: tuple[str, ...] = ("exclude", "own_view", "raise")

@@ -22,10 +22,14 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_firm.models.components.backbones import build_encoder, load_encoder_weights
-from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians, CombineMethod, CovarianceEstimator
-from anomalib_firm.models.components.heads import ProjectionHead
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS, expand_rotations
+from anomalib_firm.models.components.backbones.encoders import build_encoder, load_encoder_weights
+from anomalib_firm.models.components.backbones.heads import ProjectionHead
+from anomalib_firm.models.components.scoring.gaussian_scorer import (
+    ClassRotationGaussians,
+    CombineMethod,
+    CovarianceEstimator,
+)
+from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations
 
 #: Test views of SEI per image: every rotation, unflipped and horizontally flipped.
 NUM_SEI_VIEWS = 2 * NUM_ROTATIONS

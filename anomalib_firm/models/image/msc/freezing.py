@@ -1,13 +1,13 @@
 """MSC's rule for which layers of the pretrained network stay frozen (the paper's, and ours for EfficientNet-Lite0).
 
 The generic freezing (``requires_grad_(False)`` by sub-module name) is
-:meth:`~anomalib_firm.models.components.pretrained.PretrainedBackbone.freeze`; this module only
+:meth:`~anomalib_firm.models.components.backbones.pretrained.PretrainedBackbone.freeze`; this module only
 decides the names for MSC's ``frozen_modules="msc"``.
 """
 
 from __future__ import annotations
 
-from anomalib_firm.models.components.backbone_names import resolve_backbone_name
+from anomalib_firm.models.components.backbones.names import resolve_backbone_name
 
 #: MSC's frozen sub-modules per backbone (names relative to the network, i.e. ``PretrainedBackbone.body``).
 #: ResNet-152 (the paper): stem and the stride-4/8 stages frozen, layer3 and layer4 trained. ResNet-18 (the
@@ -29,7 +29,7 @@ def msc_frozen_modules(name: str) -> tuple[str, ...]:
     cut): ``conv_stem, bn1, blocks.0-2``, with blocks 3-6 and the head convolution trained.
 
     Args:
-        name: Backbone name (see :mod:`~anomalib_firm.models.components.backbone_names`).
+        name: Backbone name (see :mod:`~anomalib_firm.models.components.backbones.names`).
 
     Returns:
         The sub-module names.

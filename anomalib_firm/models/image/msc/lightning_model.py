@@ -39,16 +39,16 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from anomalib_firm.console import ignored_warnings
-from anomalib_firm.models.components import distributed
-from anomalib_firm.models.components.augmentations import msc_views
-from anomalib_firm.models.components.base_module import (
+from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     ContrastiveAnomalyMixin,
     NormalBatch,
     TrainingLoss,
     mixin_arguments,
 )
-from anomalib_firm.models.components.batch_norm import set_batchnorm_momentum
-from anomalib_firm.models.components.feature_bank import BankCompaction, BankPrecision, BankSampling
+from anomalib_firm.models.components.scoring.feature_bank import BankCompaction, BankPrecision, BankSampling
+from anomalib_firm.models.components.views.augmentations import msc_views
 from anomalib_firm.registry import cli_alias
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
@@ -168,7 +168,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         """Replace the network by one built with ``arguments`` (all of :attr:`network_arguments`), e.g. a checkpoint's.
 
         Called before a checkpoint whose backbone differs from the default one built is loaded
-        (:func:`~anomalib_firm.models.components.checkpoint_network.match_checkpoint_network`); the
+        (:func:`~anomalib_firm.models.components.lifecycle.checkpoint_network.match_checkpoint_network`); the
         hyper-parameters follow, so the next checkpoint records the network it holds.
         """
         device = self.model.center.device

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.distributed import gather_batch, gathering
+from anomalib_firm.models.components.lifecycle.distributed import gather_batch, gathering
 
 __all__ = ["MeanShiftedContrastiveLoss", "compute_center", "mean_shift", "nt_xent"]
 

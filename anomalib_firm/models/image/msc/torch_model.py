@@ -19,9 +19,9 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.augmentations import crop_and_resize
-from anomalib_firm.models.components.feature_bank import FeatureBank
-from anomalib_firm.models.components.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_pretrained_backbone
+from anomalib_firm.models.components.backbones.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_pretrained_backbone
+from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
+from anomalib_firm.models.components.views.augmentations import crop_and_resize
 from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
 
 #: Evaluation view of the paper: resize to 256, centre crop 224.
@@ -39,7 +39,7 @@ class MscModel(DynamicBufferMixin):
 
     Training mode: ``forward(views)`` returns the L2-normalised features (B, D) of augmented
     views in [0, 1]; BatchNorm layers stay in eval mode (see
-    :class:`~anomalib_firm.models.components.pretrained.PretrainedBackbone`).
+    :class:`~anomalib_firm.models.components.backbones.pretrained.PretrainedBackbone`).
     Eval mode: ``forward(images)`` returns ``InferenceBatch(pred_score)`` with the sum of the
     squared L2 distances of the normalised (un-shifted) features of the evaluation view to the
     ``num_neighbors`` nearest bank features (higher = more anomalous). The evaluation view is a
@@ -49,7 +49,7 @@ class MscModel(DynamicBufferMixin):
 
     Args:
         backbone: ``resnet152`` (the paper), ``resnet18``, ``efficientnet_lite0`` or any name
-            :func:`~anomalib_firm.models.components.pretrained.build_pretrained_backbone` accepts.
+            :func:`~anomalib_firm.models.components.backbones.pretrained.build_pretrained_backbone` accepts.
         weights: ``"imagenet"`` (download), ``"efficientnet-lite0-package"`` (offline), a path to a
             state dict file, or ``None`` / ``"random"`` (random initialisation, warns). Loaded by
             :meth:`load_pretrained_weights`, not here.

@@ -25,8 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from anomalib_firm.console import InputError
-from anomalib_firm.models.components import batch_norm, distributed
-from anomalib_firm.models.components.random_state import preserved_random_state
+from anomalib_firm.models.components.backbones import batch_norm
+from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
 
 #: Where the BatchNorm statistics the scorer is fitted with come from (the ``bn_recalibration`` option):
 #: ``False`` the moving averages of training; ``normal_images`` recomputed on the clean normal
@@ -207,7 +208,7 @@ class ScorerFittingMixin:
     def recalibrate_batchnorm(self, loader: Any) -> int:
         """Recompute every BatchNorm layer's running statistics on a loader's images with the current weights.
 
-        See :func:`~anomalib_firm.models.components.batch_norm.recalibrate_batchnorm`. ``normal_images``
+        See :func:`~anomalib_firm.models.components.backbones.batch_norm.recalibrate_batchnorm`. ``normal_images``
         (and ``True``): one pass of :meth:`batchnorm_calibration_forward` over the resized images.
         ``training_views``: :meth:`training_views` of the images through the network, up to
         ``CALIBRATION_PASSES`` passes, stopping once ``CALIBRATION_VIEWS`` views were seen (a set of

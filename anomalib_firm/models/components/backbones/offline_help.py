@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from anomalib_firm.models.components.weight_files import EFFICIENTNET_LITE0_PACKAGE, EFFICIENTNET_LITE0_PIP
+from anomalib_firm.models.components.backbones.weight_files import EFFICIENTNET_LITE0_PACKAGE, EFFICIENTNET_LITE0_PIP
 
 
 def missing_weights_message(

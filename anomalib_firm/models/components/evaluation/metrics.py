@@ -2,7 +2,7 @@
 
 Under DDP every process evaluates a shard of the split; the distributed sampler pads the split by
 repeating its first images, and our models drop those repeats from their evaluation batches
-(:func:`~anomalib_firm.models.components.distributed.drop_padding_repeats`) so that each image counts
+(:func:`~anomalib_firm.models.components.lifecycle.distributed.drop_padding_repeats`) so that each image counts
 once. When a process's last batch holds only a repeat (or its whole share is one, with more processes
 than images), its batch becomes empty, and anomalib 2.7's ``MinMax`` (the post-processor's
 normalisation statistics) and ``F1Score`` fail on an empty tensor.

@@ -1,7 +1,7 @@
 """The one resolver of backbone names, for every model: which library builds a name, and which architecture.
 
-:func:`~anomalib_firm.models.components.backbones.build_encoder` (FIRM, MCL: trained from scratch)
-and :func:`~anomalib_firm.models.components.pretrained.build_pretrained_backbone` (MSC: ImageNet
+:func:`~anomalib_firm.models.components.backbones.encoders.build_encoder` (FIRM, MCL: trained from scratch)
+and :func:`~anomalib_firm.models.components.backbones.pretrained.build_pretrained_backbone` (MSC: ImageNet
 weights) both read names here, so a name means the same network everywhere:
 
 * ``resnet18_cifar``, ``resnet34_cifar``: our ResNets with the CIFAR stem (no pretrained weights).
@@ -24,7 +24,7 @@ from anomalib_firm.console import InputError
 
 BackboneSource = Literal["cifar", "efficientnet_lite0", "torchvision", "timm"]
 
-#: Blocks per stage of the CIFAR-stem ResNets (:class:`~anomalib_firm.models.components.backbones.CifarResNet`).
+#: Blocks per stage of the CIFAR-stem ResNets (:class:`.encoders.CifarResNet`).
 CIFAR_RESNETS: dict[str, tuple[int, int, int, int]] = {
     "resnet18_cifar": (2, 2, 2, 2),
     "resnet34_cifar": (3, 4, 6, 3),

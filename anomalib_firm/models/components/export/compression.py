@@ -32,9 +32,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from anomalib_firm.console import InputError
-from anomalib_firm.models.components.feature_bank import FeatureBank
-from anomalib_firm.models.components.gaussian_scorer import ClassRotationGaussians
-from anomalib_firm.models.components.resizing import resize_like_the_model
+from anomalib_firm.models.components.export.resizing import resize_like_the_model
+from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
+from anomalib_firm.models.components.scoring.gaussian_scorer import ClassRotationGaussians
 
 if TYPE_CHECKING:
     import openvino as ov

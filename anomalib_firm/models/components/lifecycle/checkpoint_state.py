@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from anomalib_firm.models.components import distributed
-from anomalib_firm.models.components.checkpoint_network import (
+from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.checkpoint_network import (
     CHECKPOINT_MODEL_KEY,
     match_checkpoint_network,
     model_name,
 )
-from anomalib_firm.models.components.random_state import capture_random_state, restore_random_state
+from anomalib_firm.models.components.lifecycle.random_state import capture_random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class CheckpointStateMixin:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before a checkpoint's weights are loaded: fail if it is another model's or its network differs.
 
-        See :func:`~anomalib_firm.models.components.checkpoint_network.match_checkpoint_network`
+        See :func:`~anomalib_firm.models.components.lifecycle.checkpoint_network.match_checkpoint_network`
         (a model with ``rebuild_network`` is rebuilt instead when the user left those settings at their defaults).
         When resuming a fit, the random streams, NaN guard and scorer state are restored as well.
         """

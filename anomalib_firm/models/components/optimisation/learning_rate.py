@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from anomalib_firm.console import InputError
-from anomalib_firm.models.components.rotations import NUM_ROTATIONS
+from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS
 
 
 def items_per_step(trainer: Any, model_name: str) -> int:

@@ -15,7 +15,7 @@ resolution (``|d|`` in the millions). Without validation statistics the raw scor
 the same way around 0 (anomalib would pass them through, and its AUROC would then sigmoid them).
 Everything else (statistics, thresholds, checkpoints, export) is anomalib's, but for its image
 minimum and maximum taking evaluation batches with no image (a DDP process's padding dropped, see
-:mod:`~anomalib_firm.models.components.evaluation_metrics`).
+:mod:`~anomalib_firm.models.components.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from anomalib.post_processing import PostProcessor
 
-from anomalib_firm.models.components import evaluation_metrics
+from anomalib_firm.models.components.evaluation import metrics as evaluation_metrics
 
 #: ``c`` in ``0.5 + d / (2 (|d| + c))``: the half-range ``|d| = c`` maps to 0.25 / 0.75.
 SOFTNESS = 0.5

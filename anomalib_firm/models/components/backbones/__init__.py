@@ -1,0 +1,1 @@
+"""Encoders, projection heads and pretrained weights: names, builders, weight files, BatchNorm handling."""

@@ -1,0 +1,1 @@
+"""What exported models need: one resize for every path and compression that keeps the scorer exact."""

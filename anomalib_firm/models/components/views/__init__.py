@@ -1,0 +1,1 @@
+"""Batched image augmentations on the device and the rotations that make synthetic outliers."""
