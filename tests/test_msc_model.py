@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.models import MSC, Msc
-from anomalib_firm.models.components.backbones import pretrained
+from anomalib_firm.models.components.backbones import pretrained, pretrained_weights
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
 from anomalib_firm.models.image.msc.loss import compute_center
 
@@ -224,7 +224,7 @@ def _count_weight_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reads.append(str(path))
         return original(path)
 
-    monkeypatch.setattr(pretrained, "load_state_dict_file", counting)
+    monkeypatch.setattr(pretrained_weights, "load_state_dict_file", counting)
     return reads
 
 

@@ -19,18 +19,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.backbones import pretrained
+from anomalib_firm.models.components.backbones import pretrained_weights
+from anomalib_firm.models.components.backbones.freezing import freeze_modules
 from anomalib_firm.models.components.backbones.names import resolve_backbone_name
-from anomalib_firm.models.components.backbones.pretrained import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    InputRenormalization,
-    PretrainedBackbone,
+from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.components.backbones.pretrained import PretrainedBackbone, build_pretrained_backbone
+from anomalib_firm.models.components.backbones.pretrained_weights import (
     PretrainedWeightsUnavailableError,
-    build_pretrained_backbone,
     create_pretrained_model,
-    freeze_modules,
 )
+from anomalib_firm.models.components.backbones.renormalisation import InputRenormalization
 from anomalib_firm.models.components.backbones.weight_files import (
     EFFICIENTNET_LITE0_PACKAGE,
     find_efficientnet_lite0_weights,
@@ -140,14 +138,14 @@ def test_efficientnet_lite0_backbone_top1_on_imagenet_images(
 
 def _timm_download_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     """timm builds networks as usual but raises ``error`` where it would download weights."""
-    original = pretrained._create_timm
+    original = pretrained_weights.create_timm
 
     def offline(architecture: str, pretrained_weights: bool) -> nn.Module:
         if pretrained_weights:
             raise error
         return original(architecture, pretrained_weights)
 
-    monkeypatch.setattr(pretrained, "_create_timm", offline)
+    monkeypatch.setattr(pretrained_weights, "create_timm", offline)
 
 
 def test_imagenet_weights_use_installed_package_without_download(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +171,7 @@ def test_find_efficientnet_lite0_weights_imports_nothing() -> None:
 # --------------------------------------------------------------------------------- missing weights
 def test_missing_efficientnet_weights_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     _timm_download_fails(monkeypatch, OSError("Name or service not known"))
-    monkeypatch.setattr(pretrained, "find_efficientnet_lite0_weights", lambda: None)
+    monkeypatch.setattr(pretrained_weights, "find_efficientnet_lite0_weights", lambda: None)
     with pytest.raises(PretrainedWeightsUnavailableError) as error:
         build_pretrained_backbone("efficientnet_lite0", "imagenet")
     assert "weights=<path to .pth>" in str(error.value)
@@ -187,7 +185,7 @@ def test_missing_torchvision_weights_error_names_the_file(monkeypatch: pytest.Mo
     def offline(weights_enum: object) -> dict[str, torch.Tensor]:
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(pretrained, "_download_torchvision_state_dict", offline)
+    monkeypatch.setattr(pretrained_weights, "_download_torchvision_state_dict", offline)
     with pytest.raises(PretrainedWeightsUnavailableError) as error:
         build_pretrained_backbone("resnet18", "imagenet")
     message = str(error.value)
@@ -210,7 +208,7 @@ def test_non_network_errors_are_not_disguised(monkeypatch: pytest.MonkeyPatch) -
     def broken(architecture: str, pretrained_weights: bool) -> nn.Module:
         raise TypeError("a bug")
 
-    monkeypatch.setattr(pretrained, "_create_timm", broken)
+    monkeypatch.setattr(pretrained_weights, "create_timm", broken)
     with pytest.raises(TypeError, match="a bug"):
         build_pretrained_backbone("timm:resnet18", "imagenet")
 

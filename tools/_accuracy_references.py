@@ -67,7 +67,7 @@ def _pre_processor(image_size: int) -> Any:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from anomalib_firm.models.components.backbones.pretrained import EFFICIENTNET_LITE_MEAN_STD
+    from anomalib_firm.models.components.backbones.networks import EFFICIENTNET_LITE_MEAN_STD
 
     mean, std = EFFICIENTNET_LITE_MEAN_STD  # what the package weights expect: [-1, 1]
     return PreProcessor(transform=Compose([Resize((image_size, image_size), antialias=True), Normalize(mean, std)]))

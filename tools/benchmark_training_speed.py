@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
-from anomalib_firm.models.components.backbones.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_firm.models.components.lifecycle.precision import native_bf16
 from anomalib_firm.models.image.firm.torch_model import CIFAR_MEAN, CIFAR_STD
 

@@ -102,3 +102,18 @@ def recalibrate_batchnorm(
             layer.running_var.copy_(var)
     module.train(was_training)
     return len(layers)
+
+
+def set_batchnorm_eval(module: nn.Module) -> nn.Module:
+    """Put every BatchNorm layer below ``module`` in eval mode (running statistics used, not updated).
+
+    Covers :class:`torch.nn.BatchNorm1d/2d/3d`, SyncBatchNorm and timm's ``BatchNormAct2d``
+    (all subclasses of ``_BatchNorm``). The affine parameters still receive gradients.
+
+    Returns:
+        ``module``, for chaining.
+    """
+    for layer in module.modules():
+        if isinstance(layer, _BatchNorm):
+            layer.eval()
+    return module

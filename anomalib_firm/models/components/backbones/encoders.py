@@ -11,11 +11,8 @@ from torch import nn
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.backbones.names import CIFAR_RESNETS, resolve_backbone_name
-from anomalib_firm.models.components.backbones.pretrained import (
-    PretrainedBackbone,
-    build_pretrained_backbone,
-    headless_network,
-)
+from anomalib_firm.models.components.backbones.networks import headless_network
+from anomalib_firm.models.components.backbones.pretrained import PretrainedBackbone, build_pretrained_backbone
 
 
 class BasicBlock(nn.Module):

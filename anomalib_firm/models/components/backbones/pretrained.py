@@ -6,11 +6,11 @@ classifier that maps a normalised image batch (B, 3, H, W) to globally average-p
 BatchNorm layer kept in eval mode whatever ``train()`` is called with. Which layers MSC freezes
 is MSC's rule (:mod:`anomalib_firm.models.image.msc.freezing`).
 
-Where things are: names are resolved by :mod:`.backbone_names` (the one resolver, shared with
-FIRM's and MCL's encoders: ``efficientnet_lite0``, torchvision ResNet-family names plain or as
-``torchvision:``/``tv:``, any timm model as ``timm:<name>`` or plain); weight files are read and
-the EfficientNet-Lite keys mapped by :mod:`.weight_files`; the help text for missing weights is
-:mod:`.offline_help`. This module downloads and loads.
+Where things are: names are resolved by :mod:`.names` (the one resolver, shared with FIRM's and
+MCL's encoders: ``efficientnet_lite0``, torchvision ResNet-family names plain or as
+``torchvision:``/``tv:``, any timm model as ``timm:<name>`` or plain); the networks are built by
+:mod:`.networks`, their weights loaded (read or downloaded) by :mod:`.pretrained_weights`; this
+module assembles the feature extractor.
 
 Weights (the ``weights`` argument):
 
@@ -47,385 +47,28 @@ affine re-normalisation as their first layer, so callers never need to know. Pas
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from anomalib_firm.console import InputError, UnavailableInputError
-from anomalib_firm.models.components.backbones.names import resolve_backbone_name
-from anomalib_firm.models.components.backbones.offline_help import missing_package_message, missing_weights_message
-from anomalib_firm.models.components.backbones.weight_files import (
-    EFFICIENTNET_LITE0_PACKAGE,
-    convert_efficientnet_lite_state_dict,
-    find_efficientnet_lite0_weights,
-    is_efficientnet_lite_package_format,
-    load_state_dict_file,
-    strip_prefix,
+from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_eval
+from anomalib_firm.models.components.backbones.freezing import freeze_modules
+from anomalib_firm.models.components.backbones.networks import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_network,
+    native_mean_std,
+    remove_classifier,
 )
-
-if TYPE_CHECKING:
-    from torchvision.models import WeightsEnum
-
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "InputRenormalization",
-    "PretrainedBackbone",
-    "PretrainedWeightsUnavailableError",
-    "build_pretrained_backbone",
-    "create_pretrained_model",
-    "freeze_modules",
-    "headless_network",
-    "load_pretrained_weights",
-    "set_batchnorm_eval",
-]
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-#: BatchNorm settings of the TF reference: eps 1e-3, momentum 1 - 0.99 in PyTorch's convention.
-_EFFICIENTNET_LITE_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
-#: The TF EfficientNet-Lite input normalisation, (x - 127) / 128 on [0, 255], i.e. mean = std = 0.5 on [0, 1].
-EFFICIENTNET_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
-_RANDOM_WEIGHTS = ("random", "none")
-_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
-#: Modules whose exceptions mean "the download did not work" (checked by name, nothing imported).
-_NETWORK_MODULES = frozenset({"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "urllib", "socket"})
-
-
-class PretrainedWeightsUnavailableError(UnavailableInputError):
-    """Raised when ImageNet weights were asked for but can be neither downloaded nor found locally."""
-
-
-# --------------------------------------------------------------------------------------------- model creation
-def _classifier_prefixes(model: nn.Module, source: str) -> tuple[str, ...]:
-    if source == "torchvision":
-        return ("fc.",)
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
-    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    return tuple(f"{name}." for name in names)
-
-
-def _load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, origin: str) -> None:
-    """Load ``state_dict`` strictly except for classifier keys the model does not have."""
-    if is_efficientnet_lite_package_format(state_dict):
-        state_dict = convert_efficientnet_lite_state_dict(state_dict, model)
-    own = model.state_dict()
-    if not any(key in own for key in state_dict) and all(key.startswith("body.") for key in state_dict):
-        state_dict = {strip_prefix(key, "body."): value for key, value in state_dict.items()}  # PretrainedBackbone
-    classifier = _classifier_prefixes(model, source)
-    extra = [key for key in state_dict if key not in own]
-    unexpected = [key for key in extra if not key.startswith(classifier)]
-    missing = [key for key in own if key not in state_dict and not key.startswith(classifier)]
-    shared = [key for key in own if key in state_dict]
-    # A classifier with another number of classes is dropped: only the features are used.
-    fitting = {key: state_dict[key] for key in shared if state_dict[key].shape == own[key].shape}
-    wrong_shape = [
-        f"{key}: {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
-        for key in shared
-        if key not in fitting and not key.startswith(classifier)
-    ]
-    if unexpected or missing or wrong_shape:
-        msg = (
-            f"Weights from {origin} do not fit this network: missing {missing[:5]} ({len(missing)}), "
-            f"unexpected {unexpected[:5]} ({len(unexpected)}), wrong shape {wrong_shape[:5]} ({len(wrong_shape)})."
-        )
-        raise ValueError(msg)
-    model.load_state_dict(fitting, strict=False)
-
-
-def _create_torchvision(architecture: str) -> nn.Module:
-    from torchvision import models
-
-    return models.get_model(architecture, weights=None)
-
-
-def _torchvision_weights_enum(architecture: str, member: str) -> WeightsEnum:
-    from torchvision import models
-
-    enum = models.get_model_weights(architecture)
-    if member == "imagenet":
-        member = "IMAGENET1K_V1" if "IMAGENET1K_V1" in enum.__members__ else "DEFAULT"
-    return enum[member] if member != "DEFAULT" else enum.DEFAULT  # type: ignore[misc, return-value]
-
-
-def _download_torchvision_state_dict(weights_enum: WeightsEnum) -> Mapping[str, torch.Tensor]:
-    """Fetch a torchvision weights enum's state dict (torch hub cache first, then the internet)."""
-    return weights_enum.get_state_dict(progress=True, check_hash=True)
-
-
-def _create_timm(architecture: str, pretrained: bool) -> nn.Module:
-    """Create a timm model with its classifier, downloading its default weights if ``pretrained``."""
-    import timm
-
-    kwargs = dict(_EFFICIENTNET_LITE_BN) if architecture.startswith("tf_efficientnet_lite") else {}
-    return timm.create_model(architecture, pretrained=pretrained, **kwargs)
-
-
-def _is_download_error(error: BaseException) -> bool:
-    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in _NETWORK_MODULES
-
-
-def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
-    if isinstance(weights, os.PathLike):
-        return True
-    return weights.endswith(_WEIGHT_SUFFIXES) or os.sep in weights or "/" in weights or Path(weights).is_file()
-
-
-def _is_random(weights: str | os.PathLike[str] | None) -> bool:
-    return weights is None or (isinstance(weights, str) and weights.lower() in _RANDOM_WEIGHTS)
-
-
-def _resolve_library_name(name: str) -> tuple[str, str, str]:
-    """``(kind, architecture, library)`` of a backbone that torchvision or timm builds (not a CIFAR-stem ResNet)."""
-    kind, architecture = resolve_backbone_name(name)
-    if kind == "cifar":
-        msg = (
-            f"Backbone {name!r} is one of our CIFAR-stem ResNets, trained from scratch (FIRM, MCL): it has no "
-            "pretrained weights. Use a torchvision, timm or 'efficientnet_lite0' name."
-        )
-        raise ValueError(msg)
-    return kind, architecture, "torchvision" if kind == "torchvision" else "timm"
-
-
-def _create_network(name: str) -> tuple[nn.Module, str, str]:
-    """The randomly initialised classification network of a backbone name: ``(model, kind, source)``."""
-    kind, architecture, source = _resolve_library_name(name)
-    model = _create_torchvision(architecture) if source == "torchvision" else _create_timm(architecture, False)
-    return model, kind, source
-
-
-def headless_network(name: str) -> tuple[nn.Module, int]:
-    """The randomly initialised torchvision / timm network of backbone ``name`` without its classifier.
-
-    Returns:
-        ``(network, D)``: the network maps (B, 3, H, W) to pooled features (B, D).
-    """
-    model, _, source = _create_network(name)
-    return model, _remove_classifier(model, source)
-
-
-def _remove_classifier(model: nn.Module, source: str) -> int:
-    """Replace the classifier of a torchvision / timm network by the identity, in place; return the feature dim."""
-    if source == "torchvision":
-        feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
-        model.fc = nn.Identity()
-        return feature_dim
-    model.reset_classifier(0)  # type: ignore[operator]
-    return int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
-
-
-def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathLike[str] | None) -> None:
-    """Load the weights a ``weights`` value names into a network of backbone ``name``, in place.
-
-    The only function here that reads weight files or downloads: :func:`build_pretrained_backbone`
-    with ``load_weights=False`` leaves the call to :meth:`PretrainedBackbone.load_pretrained_weights`
-    (MSC makes it when training starts, so a model restored from a checkpoint never fetches anything).
-
-    Args:
-        model: The network as built for ``name`` (with or without its classifier: classifier
-            weights that the network does not have are skipped).
-        name: Backbone name (see the module docstring).
-        weights: ``"imagenet"``, ``"efficientnet-lite0-package"``, a torchvision weights member name
-            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (nothing is
-            loaded; warns, MSC needs pretraining).
-
-    Raises:
-        ValueError: For an unknown weights value, or a file that does not fit.
-        FileNotFoundError: For a path that does not exist.
-        PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
-    """
-    kind, architecture, source = _resolve_library_name(name)
-
-    if _is_random(weights):
-        warnings.warn(
-            f"Backbone {name!r} is randomly initialised: MSC needs ImageNet pretraining (its mean-shifted loss "
-            f"starts from the pretrained feature space and collapses without it). Pass weights='imagenet' or a file.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return
-
-    if isinstance(weights, str) and weights == EFFICIENTNET_LITE0_PACKAGE:
-        _check_weights_value(name, kind, weights)
-        weights = _require_efficientnet_lite0_package()
-
-    if _looks_like_path(weights):  # type: ignore[arg-type]
-        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))  # type: ignore[arg-type]
-        return
-
-    weights = str(weights)
-    if source == "torchvision":
-        try:
-            weights_enum = _torchvision_weights_enum(architecture, weights)
-        except KeyError:
-            msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a torchvision member name, a path, None."
-            raise InputError(msg) from None
-        try:
-            state_dict = _download_torchvision_state_dict(weights_enum)
-        except Exception as error:
-            if not _is_download_error(error):
-                raise
-            raise PretrainedWeightsUnavailableError(
-                missing_weights_message(name, kind, architecture, error, url=weights_enum.url)
-            ) from error
-        _load_into(model, state_dict, source, origin=weights_enum.url)
-        return
-
-    if weights != "imagenet":
-        msg = f"Unknown weights {weights!r} for {name!r}: use 'imagenet', a file path or None."
-        raise InputError(msg)
-    package_file = find_efficientnet_lite0_weights() if kind == "efficientnet_lite0" else None
-    if package_file is not None:  # the same ImageNet weights, installed: no download (and no retries offline)
-        _load_into(model, load_state_dict_file(package_file), source, origin=str(package_file))
-        return
-    try:
-        state_dict = _create_timm(architecture, True).state_dict()
-    except Exception as error:
-        if not _is_download_error(error):
-            raise
-        raise PretrainedWeightsUnavailableError(missing_weights_message(name, kind, architecture, error)) from error
-    _load_into(model, state_dict, source, origin=f"timm's ImageNet weights of {architecture!r}")
-
-
-def _check_weights_value(name: str, kind: str, weights: str | os.PathLike[str] | None) -> None:
-    """Reject a ``weights`` value that can never fit ``name`` (a pure check: no file, no network)."""
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        msg = f"weights must be a string, a path or None, got {type(weights).__name__} ({weights!r})."
-        raise TypeError(msg)
-    if weights == EFFICIENTNET_LITE0_PACKAGE and kind != "efficientnet_lite0":
-        msg = f"weights={EFFICIENTNET_LITE0_PACKAGE!r} holds EfficientNet-Lite0 weights, not {name!r}."
-        raise InputError(msg)
-
-
-def create_pretrained_model(
-    name: str, weights: str | os.PathLike[str] | None = "imagenet"
-) -> tuple[nn.Module, str, tuple[tuple[float, ...], tuple[float, ...]]]:
-    """Build the full classification network of a backbone name with the requested weights.
-
-    The network of :func:`build_pretrained_backbone` before its classifier is removed; public so
-    that ImageNet predictions of loaded weights can be checked. Loads at once (see
-    :func:`load_pretrained_weights`).
-
-    Args:
-        name: Backbone name (see the module docstring).
-        weights: ``"imagenet"``, ``"efficientnet-lite0-package"``, a torchvision weights member name
-            (``"IMAGENET1K_V2"``, ``"DEFAULT"``), a file path, or ``None``/``"random"`` (warns).
-
-    Returns:
-        ``(model, source, (mean, std))``: the network with its classifier, the library it comes from
-        (``"torchvision"`` or ``"timm"``), and the input normalisation its weights expect.
-
-    Raises:
-        ValueError: For an unknown name or weights value, or a file that does not fit.
-        FileNotFoundError: For a path that does not exist.
-        PretrainedWeightsUnavailableError: If ImageNet weights can be neither downloaded nor found.
-    """
-    model, kind, source = _create_network(name)
-    _check_weights_value(name, kind, weights)
-    load_pretrained_weights(model, name, weights)
-    return model, source, _native_mean_std(model, kind, pretrained=not _is_random(weights))
-
-
-def _require_efficientnet_lite0_package() -> Path:
-    path = find_efficientnet_lite0_weights()
-    if path is None:
-        raise PretrainedWeightsUnavailableError(missing_package_message())
-    return path
-
-
-def _native_mean_std(model: nn.Module, kind: str, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    if not pretrained:
-        return IMAGENET_MEAN, IMAGENET_STD  # nothing learnt yet: the caller's convention is as good as any
-    if kind == "efficientnet_lite0":
-        return EFFICIENTNET_LITE_MEAN_STD
-    if kind == "timm":
-        config = getattr(model, "pretrained_cfg", {})
-        return tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
-# --------------------------------------------------------------------------------------------- the wrapper
-class InputRenormalization(nn.Module):
-    """Exact change of per-channel input normalisation, ``(x * std_in + mean_in - mean_out) / std_out``.
-
-    Lets every backbone take the same input convention (ImageNet mean/std by default) while
-    networks trained with another one (EfficientNet-Lite: 0.5/0.5) still see what they were
-    trained on. Fixed buffers, not saved in the state dict; one multiply-add, exportable.
-
-    Args:
-        input_mean: Mean the incoming images were normalised with, per channel.
-        input_std: Standard deviation the incoming images were normalised with, per channel.
-        output_mean: Mean the network expects.
-        output_std: Standard deviation the network expects.
-    """
-
-    def __init__(
-        self,
-        input_mean: Sequence[float],
-        input_std: Sequence[float],
-        output_mean: Sequence[float],
-        output_std: Sequence[float],
-    ) -> None:
-        super().__init__()
-        in_mean, in_std, out_mean, out_std = (
-            torch.tensor(values, dtype=torch.float64) for values in (input_mean, input_std, output_mean, output_std)
-        )
-        scale = in_std / out_std
-        shift = (in_mean - out_mean) / out_std
-        self.register_buffer("scale", scale.float().view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", shift.float().view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Re-normalise (B, C, H, W) images channel by channel."""
-        return images * self.scale + self.shift
-
-
-def set_batchnorm_eval(module: nn.Module) -> nn.Module:
-    """Put every BatchNorm layer below ``module`` in eval mode (running statistics used, not updated).
-
-    Covers :class:`torch.nn.BatchNorm1d/2d/3d`, SyncBatchNorm and timm's ``BatchNormAct2d``
-    (all subclasses of ``_BatchNorm``). The affine parameters still receive gradients.
-
-    Returns:
-        ``module``, for chaining.
-    """
-    for layer in module.modules():
-        if isinstance(layer, _BatchNorm):
-            layer.eval()
-    return module
-
-
-def freeze_modules(module: nn.Module, names: Iterable[str]) -> list[str]:
-    """Freeze named sub-modules: ``requires_grad_(False)`` on all their parameters.
-
-    Args:
-        module: The network.
-        names: Dotted sub-module names (``"layer1"``, ``"blocks.0"``); ``""`` would be the whole network.
-
-    Returns:
-        The names of the parameters that were frozen.
-
-    Raises:
-        ValueError: If a name is not a sub-module of ``module``.
-    """
-    frozen: list[str] = []
-    for name in names:
-        try:
-            submodule = module.get_submodule(name)
-        except AttributeError as error:
-            msg = f"Cannot freeze {name!r}: no such sub-module in {type(module).__name__}."
-            raise InputError(msg) from error
-        for parameter_name, parameter in submodule.named_parameters():
-            parameter.requires_grad_(False)
-            frozen.append(f"{name}.{parameter_name}" if name else parameter_name)
-    return frozen
+from anomalib_firm.models.components.backbones.pretrained_weights import (
+    check_weights_value,
+    is_random,
+    load_pretrained_weights,
+)
+from anomalib_firm.models.components.backbones.renormalisation import InputRenormalization
+
+__all__ = ["PretrainedBackbone", "build_pretrained_backbone"]
 
 
 class PretrainedBackbone(nn.Module):
@@ -543,7 +186,7 @@ def build_pretrained_backbone(
 
     Args:
         name: ``efficientnet_lite0``, a torchvision ResNet-family name (``resnet18``, ``resnet152``, ...)
-            or a timm name (``timm:<name>``, or plain when torchvision lacks it); see :mod:`.backbone_names`.
+            or a timm name (``timm:<name>``, or plain when torchvision lacks it); see :mod:`.names`.
         weights: ``"imagenet"`` (download; for ``efficientnet_lite0`` the installed package's file when
             there is one, no download), ``"efficientnet-lite0-package"``, a torchvision weights member
             name, a path to a state dict file, or ``None``/``"random"`` (random init, with a warning).
@@ -573,10 +216,10 @@ def build_pretrained_backbone(
         >>> backbone(torch.randn(2, 3, 224, 224)).shape  # doctest: +SKIP
         torch.Size([2, 1280])
     """
-    model, kind, source = _create_network(name)
-    _check_weights_value(name, kind, weights)
-    native_mean, native_std = _native_mean_std(model, kind, pretrained=not _is_random(weights))
-    feature_dim = _remove_classifier(model, source)
+    model, kind, source = create_network(name)
+    check_weights_value(name, kind, weights)
+    native_mean, native_std = native_mean_std(model, kind, pretrained=not is_random(weights))
+    feature_dim = remove_classifier(model, source)
     backbone = PretrainedBackbone(
         model,
         feature_dim,

@@ -19,7 +19,8 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
 from torch.nn import functional as F
 
-from anomalib_firm.models.components.backbones.pretrained import IMAGENET_MEAN, IMAGENET_STD, build_pretrained_backbone
+from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
+from anomalib_firm.models.components.backbones.pretrained import build_pretrained_backbone
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
 from anomalib_firm.models.components.views.augmentations import crop_and_resize
 from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
