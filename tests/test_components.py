@@ -17,6 +17,9 @@ from anomalib_firm.models.components.optimisation.schedules import OneCycleSched
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank, cosine_topk_similarity, knn_squared_l2
 from anomalib_firm.models.components.views import augmentations as aug
 from anomalib_firm.models.components.views.rotations import expand_rotations
+from anomalib_firm.models.image.firm.views import firm_views
+from anomalib_firm.models.image.mcl.views import mcl_views
+from anomalib_firm.models.image.msc.views import msc_views
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def images() -> torch.Tensor:
     return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("make_views", [aug.firm_views, aug.msc_views, aug.mcl_views], ids=["firm", "msc", "mcl"])
+@pytest.mark.parametrize("make_views", [firm_views, msc_views, mcl_views], ids=["firm", "msc", "mcl"])
 def test_views_keep_dtype_device_and_differ_per_sample(images, make_views):
     torch.manual_seed(0)
     views = make_views(16)(images)
@@ -43,9 +46,9 @@ def test_views_keep_dtype_device_and_differ_per_sample(images, make_views):
 
 def test_views_output_size_and_seeded_reproducibility(images):
     torch.manual_seed(1)
-    first = aug.firm_views(24)(images)
+    first = firm_views(24)(images)
     torch.manual_seed(1)
-    second = aug.firm_views(24)(images)
+    second = firm_views(24)(images)
     assert first.shape == (6, 3, 24, 24)
     assert torch.equal(first, second)
 

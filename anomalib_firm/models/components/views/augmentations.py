@@ -225,7 +225,7 @@ class ContrastiveViews(nn.Module):
     """One random view per image: crop -> flip -> colour jitter -> greyscale -> blur.
 
     The pipeline shared by FIRM, MSC and MCL; each model sets its parameters (see the
-    ``*_views`` factories below). Disabled steps cost nothing.
+    each model's ``views.py``). Disabled steps cost nothing.
 
     Args:
         output_size: Side of the output views.
@@ -278,45 +278,3 @@ class ContrastiveViews(nn.Module):
         if self.blur_probability > 0:
             views = gaussian_blur(views, self.blur_kernel_size, self.blur_sigma, self.blur_probability)
         return views
-
-
-def firm_views(
-    output_size: int,
-    crop_scale: tuple[float, float] = (0.25, 1.0),
-    jitter: float = 0.4,
-    blur_probability: float = 0.75,
-) -> ContrastiveViews:
-    """FIRM: square crop (scale 0.25-1), jitter 0.4 x 4 always, blur k=3 sigma 0.1-2 p 0.75."""
-    return ContrastiveViews(
-        output_size,
-        crop_scale=crop_scale,
-        crop_ratio=(1.0, 1.0),
-        jitter=(jitter, jitter, jitter, jitter),
-        jitter_probability=1.0,
-        blur_probability=blur_probability,
-        blur_kernel_size=3,
-    )
-
-
-def msc_views(output_size: int, crop_scale: tuple[float, float] = (0.2, 1.0)) -> ContrastiveViews:
-    """MSC (MoCo-v2): crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grey p 0.2, blur p 0.5, h-flip."""
-    return ContrastiveViews(
-        output_size,
-        crop_scale=crop_scale,
-        horizontal_flip=0.5,
-        jitter=(0.4, 0.4, 0.4, 0.1),
-        jitter_probability=0.8,
-        grayscale_probability=0.2,
-        blur_probability=0.5,
-    )
-
-
-def mcl_views(output_size: int, crop_scale: tuple[float, float] = (0.08, 1.0)) -> ContrastiveViews:
-    """MCL: crop 0.08-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grey p 0.2 (flip is done before rotating)."""
-    return ContrastiveViews(
-        output_size,
-        crop_scale=crop_scale,
-        jitter=(0.4, 0.4, 0.4, 0.1),
-        jitter_probability=0.8,
-        grayscale_probability=0.2,
-    )

@@ -38,12 +38,12 @@ from anomalib_firm.models.components.lifecycle.scorer_fitting import BatchNormRe
 from anomalib_firm.models.components.optimisation.learning_rate import items_per_step, scaled_learning_rate
 from anomalib_firm.models.components.optimisation.schedules import OneCycleSchedule
 from anomalib_firm.models.components.scoring.feature_bank import BankCompaction, BankPrecision, BankSampling
-from anomalib_firm.models.components.views.augmentations import firm_views
 from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.registry import cli_alias
 
 from .loss import FirmLoss, LossLayout, LossObjective
 from .torch_model import FirmModel, ScoreType
+from .views import firm_views
 
 logger = logging.getLogger(__name__)
 

@@ -54,12 +54,12 @@ from anomalib_firm.models.components.lifecycle.scorer_fitting import BatchNormRe
 from anomalib_firm.models.components.optimisation.learning_rate import items_per_step, scaled_learning_rate
 from anomalib_firm.models.components.optimisation.schedules import cosine_factor
 from anomalib_firm.models.components.scoring.gaussian_scorer import CombineMethod, CovarianceEstimator
-from anomalib_firm.models.components.views.augmentations import mcl_views
 from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations, rotation_ids
 from anomalib_firm.registry import cli_alias
 
 from .loss import MaskedContrastiveLoss, MissingPartnerRule
 from .torch_model import MclModel, flip_base_images
+from .views import mcl_views
 
 logger = logging.getLogger(__name__)
 

@@ -48,11 +48,11 @@ from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     mixin_arguments,
 )
 from anomalib_firm.models.components.scoring.feature_bank import BankCompaction, BankPrecision, BankSampling
-from anomalib_firm.models.components.views.augmentations import msc_views
 from anomalib_firm.registry import cli_alias
 
 from .loss import MeanShiftedContrastiveLoss, compute_center
 from .torch_model import MSC_EVAL_ZOOM, MscModel
+from .views import msc_views
 
 logger = logging.getLogger(__name__)
 #: Lightning's note before training (``fit_loop``), about MSC's BatchNorm layers kept in eval mode on purpose.
