@@ -224,7 +224,7 @@ def gaussian_blur(
 class ContrastiveViews(nn.Module):
     """One random view per image: crop -> flip -> colour jitter -> greyscale -> blur.
 
-    The pipeline shared by FIRM, MSC and MCL; each model sets its parameters (see the
+    The pipeline shared by FIRM, MSC and MCL; each model sets its parameters (see
     each model's ``views.py``). Disabled steps cost nothing.
 
     Args:
