@@ -13,7 +13,8 @@ from cli_utils import digits_folder_datamodule
 from PIL import Image
 
 from anomalib_firm.callbacks import PredictionReport
-from anomalib_firm.data.visualization import InMemoryImageVisualizer, prediction_caption
+from anomalib_firm.data.labels import prediction_caption
+from anomalib_firm.data.visualization import InMemoryImageVisualizer
 
 
 def _item(**fields) -> ImageItem:

@@ -34,7 +34,7 @@ import torch
 from torchvision.datasets.utils import download_and_extract_archive
 
 from anomalib_firm.console import InputError, MissingInputError
-from anomalib_firm.data.base import SplitArrays
+from anomalib_firm.data.dataset import SplitArrays
 from anomalib_firm.data.downloadable import DownloadableDataModule
 
 logger = logging.getLogger(__name__)

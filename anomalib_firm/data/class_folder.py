@@ -41,7 +41,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from anomalib_firm.console import InputError, MissingInputError
-from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays, base_arguments
+from anomalib_firm.data.base import OneVsRestDataModule, base_arguments
+from anomalib_firm.data.dataset import SplitArrays
 from anomalib_firm.data.image_depth import to_8bit
 
 if TYPE_CHECKING:

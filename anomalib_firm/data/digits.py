@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalib_firm.data.base import OneVsRestDataModule, SplitArrays
+from anomalib_firm.data.base import OneVsRestDataModule
+from anomalib_firm.data.dataset import SplitArrays
 
 logger = logging.getLogger(__name__)
 

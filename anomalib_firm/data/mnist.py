@@ -37,7 +37,7 @@ import torch
 from torchvision.datasets.utils import download_url
 
 from anomalib_firm.console import InputError, MissingInputError, UnavailableInputError
-from anomalib_firm.data.base import SplitArrays
+from anomalib_firm.data.dataset import SplitArrays
 from anomalib_firm.data.downloadable import DownloadableDataModule
 
 logger = logging.getLogger(__name__)

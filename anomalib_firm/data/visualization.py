@@ -8,7 +8,7 @@ disk, so the stock visualizer would fail in every test loop.
 
 :class:`InMemoryImageVisualizer` is what our models configure by default (anomalib's
 extension point, ``configure_visualizer``): for an item whose path is a pseudo path
-registered by a data set (:func:`register_store`), the original image is taken from the
+registered by a data set (:func:`~anomalib_firm.data.image_store.register_store`), the original image is taken from the
 split's in-memory tensor (exactly what a file would have held) and the pseudo path still
 names the saved file; other items are drawn and saved as anomalib's visualizer does. Nothing
 of anomalib is replaced. Another anomalib model tested on our data modules needs it too:
@@ -26,83 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from anomalib.data import ImageBatch  # first: anomalib.visualization imported before anomalib.data is circular
 from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.item_visualizer import visualize_image_item
 from PIL import Image
 
-from anomalib_firm.data.batch import OneVsRestImageItem
+from anomalib_firm.data.image_store import in_memory_item
+from anomalib_firm.data.labels import prediction_caption
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningModule, Trainer
-
-    from anomalib_firm.data.base import ImageStore
-
-#: ``"<dataset>/<category>/<split>"`` -> the split's image store (weakly held).
-_STORES: dict[str, weakref.ref[ImageStore]] = {}
-
-
-def register_store(prefix: str, store: ImageStore) -> None:
-    """Make the images of ``store`` reachable from pseudo paths starting with ``prefix/``.
-
-    Args:
-        prefix (str): ``"<dataset>/<category>/<split>"``.
-        store (ImageStore): The split's images; row ``i`` has the pseudo path ``.../<i>.png``.
-    """
-    _STORES[prefix] = weakref.ref(store)
-
-
-def original_image(image_path: str) -> torch.Tensor | None:
-    """Return the in-memory image of a pseudo path as float ``(3, H, W)`` in ``[0, 1]``, else ``None``."""
-    parts = str(image_path).split("/")
-    if len(parts) < 5:
-        return None
-    reference = _STORES.get("/".join(parts[:-2]))
-    store = reference() if reference is not None else None
-    stem = parts[-1].split(".")[0]
-    if store is None or not stem.isdigit() or int(stem) >= len(store):
-        return None
-    return store.images[int(stem)].to(torch.float32).div(255.0).expand(3, -1, -1)
-
-
-def in_memory_item(item: Any) -> Any:
-    """``item`` with the in-memory picture as ``image`` and no path if it has a pseudo path; else ``item``."""
-    if isinstance(item, OneVsRestImageItem) and item.image_path:
-        image = original_image(item.image_path)
-        if image is not None:
-            return item.update(in_place=False, image=image, image_path=None)
-    return item
-
-
-def _scalar(value: Any) -> float | None:
-    """A 0-d or one-element tensor/array/number as a float, else ``None``."""
-    if value is None:
-        return None
-    value = torch.as_tensor(value)
-    return float(value.reshape(-1)[0]) if value.numel() == 1 else None
-
-
-def label_name(label: Any) -> str | None:
-    """``"anomalous"`` / ``"normal"`` for a 0/1 (or boolean) label, ``None`` when there is none."""
-    value = _scalar(label)
-    return None if value is None else ("anomalous" if value >= 0.5 else "normal")
-
-
-def prediction_caption(item: Any) -> str | None:
-    """``"Anomalous, score 0.912 (truth: normal)"`` for an item; ``None`` when it has no score."""
-    score = _scalar(getattr(item, "pred_score", None))
-    if score is None:
-        return None
-    label = label_name(getattr(item, "pred_label", None))
-    caption = f"{label.capitalize()}, score {score:.3f}" if label else f"Score {score:.3f}"
-    truth = label_name(getattr(item, "gt_label", None))
-    return f"{caption} (truth: {truth})" if truth else caption
 
 
 @functools.lru_cache(maxsize=64)

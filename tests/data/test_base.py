@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Resize
 
 from anomalib_firm.data import Digits
-from anomalib_firm.data.base import InMemoryImageDataset, collate_batch, resolve_classes
 from anomalib_firm.data.batch import OneVsRestImageBatch, OneVsRestImageItem
+from anomalib_firm.data.class_names import resolve_classes
+from anomalib_firm.data.dataset import InMemoryImageDataset, collate_batch
 
 NAMES = ["tshirt_top", "trouser", "ankle_boot"]
 
@@ -237,7 +238,8 @@ def test_memory_accounting(digits):
 def test_visualizer_finds_in_memory_images(digits, tmp_path):
     from anomalib.visualization import ImageVisualizer
 
-    from anomalib_firm.data.visualization import InMemoryImageVisualizer, original_image
+    from anomalib_firm.data.image_store import original_image
+    from anomalib_firm.data.visualization import InMemoryImageVisualizer
 
     dataset = digits.test_data
     row = dataset.samples.iloc[10]

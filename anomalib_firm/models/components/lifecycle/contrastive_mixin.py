@@ -304,7 +304,7 @@ class ContrastiveAnomalyMixin(
 
         See :class:`anomalib_firm.callbacks.PredictionReport` (console table and ``predictions.csv``).
         """
-        from anomalib_firm.callbacks.prediction_report import PredictionReport
+        from anomalib_firm.models.components.lifecycle.prediction_report import PredictionReport
 
         return [*super().configure_callbacks(), PredictionReport()]  # type: ignore[misc]
 

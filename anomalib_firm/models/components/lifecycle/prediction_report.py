@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_firm.data.visualization import label_name
+from anomalib_firm.data.labels import label_name
 from anomalib_firm.models.components.lifecycle import distributed
 
 #: Rows printed on the console; ``predictions.csv`` holds every image.
