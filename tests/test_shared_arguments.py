@@ -8,13 +8,8 @@ import pytest
 from jsonargparse import ArgumentParser
 
 from anomalib_firm import models
-from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
-    SHARED_ARGUMENTS,
-    ContrastiveAnomalyMixin,
-    _argument_entries,
-    _with_arguments,
-    mixin_arguments,
-)
+from anomalib_firm.models.components.lifecycle.argument_docs import SHARED_ARGUMENTS, argument_entries, with_arguments
+from anomalib_firm.models.components.lifecycle.contrastive_mixin import ContrastiveAnomalyMixin, mixin_arguments
 
 
 def _help(model: type) -> dict[str, str]:
@@ -43,9 +38,9 @@ def test_model_docstring_keeps_its_own_description_and_sections() -> None:
     Example:
         >>> pass
     """
-    shared = _argument_entries(ContrastiveAnomalyMixin.__doc__ or "")
-    completed = _with_arguments(doc, [shared["compile_step"]])
-    entries = _argument_entries(completed)
+    shared = argument_entries(ContrastiveAnomalyMixin.__doc__ or "")
+    completed = with_arguments(doc, [shared["compile_step"]])
+    entries = argument_entries(completed)
     assert list(entries) == ["visualizer", "lr", "compile_step"]
     assert entries["visualizer"] == "    visualizer: Our own text."
     assert completed.rstrip().endswith(">>> pass")

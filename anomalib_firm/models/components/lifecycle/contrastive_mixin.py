@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -53,6 +52,12 @@ from anomalib_firm.models.components.evaluation.post_processing import OrderPres
 from anomalib_firm.models.components.export.compression import ScorerPreservingExportMixin
 from anomalib_firm.models.components.export.resizing import model_pre_processor
 from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.argument_docs import (
+    MODEL_ARGUMENTS_DOC,
+    SHARED_ARGUMENTS,
+    argument_entries,
+    with_arguments,
+)
 from anomalib_firm.models.components.lifecycle.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
 from anomalib_firm.models.components.lifecycle.precision import MixedPrecisionMixin
 from anomalib_firm.models.components.lifecycle.scorer_fitting import (
@@ -69,72 +74,12 @@ from anomalib_firm.models.components.lifecycle.training_data import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MODEL_ARGUMENTS_DOC",
     "RESUME_STATE_KEY",
-    "SHARED_ARGUMENTS",
     "ContrastiveAnomalyMixin",
     "NormalBatch",
     "TrainingLoss",
     "mixin_arguments",
 ]
-
-
-#: Options every model's ``__init__`` has with one meaning (all but ``gather_distributed``, which goes to the loss,
-#: are handed to :class:`ContrastiveAnomalyMixin` unchanged): described once, in the mixin's docstring and
-#: :data:`MODEL_ARGUMENTS_DOC`, and added to a model's docstring that does not describe them (``--model.help``).
-SHARED_ARGUMENTS = (
-    "gather_distributed",
-    "mixed_precision",
-    "compile_step",
-    "max_epochs",
-    "val_every_n_epochs",
-    "pre_processor",
-    "post_processor",
-    "evaluator",
-    "visualizer",
-)
-
-
-#: The shared options that are not the mixin's own, in the docstring format :func:`_argument_entries` reads.
-MODEL_ARGUMENTS_DOC = """Options of every model that the mixin does not take.
-
-Args:
-    gather_distributed: Under DDP (several processes), compute the loss over the global batch:
-        the embeddings of all ranks are gathered with their gradients (default; see the README's
-        "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
-"""
-
-
-def _argument_entries(doc: str) -> dict[str, str]:
-    """The entries of a Google-style docstring's ``Args:`` section: name -> its lines (unindented by the section)."""
-    lines = inspect.cleandoc(doc).splitlines()
-    if "Args:" not in lines:
-        return {}
-    entries: dict[str, list[str]] = {}
-    name = None
-    for line in lines[lines.index("Args:") + 1 :]:
-        if line and not line.startswith(" "):  # the next section
-            break
-        match = re.match(r"    (\w+)( \(.*\))?:", line)
-        if match:
-            name = match.group(1)
-            entries[name] = [line]
-        elif name is not None and line.startswith("        "):
-            entries[name].append(line)
-    return {name: "\n".join(entry_lines) for name, entry_lines in entries.items()}
-
-
-def _with_arguments(doc: str, entries: list[str]) -> str:
-    """``doc`` (cleaned) with ``entries`` (lines of :func:`_argument_entries`) appended to its ``Args:`` section."""
-    lines = inspect.cleandoc(doc).splitlines()
-    if not entries or "Args:" not in lines:
-        return doc
-    end = lines.index("Args:") + 1
-    while end < len(lines) and (not lines[end] or lines[end].startswith(" ")):
-        end += 1
-    while not lines[end - 1]:  # before the blank lines that close the section
-        end -= 1
-    return "\n".join([*lines[:end], *entries, *lines[end:]])
 
 
 def mixin_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -255,11 +200,11 @@ class ContrastiveAnomalyMixin(
         super().__init_subclass__(**kwargs)
         parent_doc = cls.__mro__[1].__doc__
         if "__init__" in vars(cls) and cls.__doc__:
-            shared = _argument_entries(ContrastiveAnomalyMixin.__doc__ or "") | _argument_entries(MODEL_ARGUMENTS_DOC)
+            shared = argument_entries(ContrastiveAnomalyMixin.__doc__ or "") | argument_entries(MODEL_ARGUMENTS_DOC)
             parameters = inspect.signature(vars(cls)["__init__"]).parameters
-            own = _argument_entries(cls.__doc__)
+            own = argument_entries(cls.__doc__)
             missing = [shared[name] for name in SHARED_ARGUMENTS if name in parameters and name not in own]
-            cls.__doc__ = _with_arguments(cls.__doc__, missing)
+            cls.__doc__ = with_arguments(cls.__doc__, missing)
         elif "__init__" not in vars(cls) and parent_doc and "Args:" not in (cls.__doc__ or ""):
             summary, _, details = inspect.cleandoc(parent_doc).partition("\n\n")
             cls.__doc__ = f"{summary}\n\n{inspect.cleandoc(cls.__doc__ or '')}\n\n{details}"

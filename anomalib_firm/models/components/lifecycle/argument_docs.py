@@ -1,0 +1,68 @@
+"""The options every model shares, described once, and the docstring plumbing that adds them to ``--model.help``.
+
+jsonargparse builds ``--model.help`` from a model class's ``__init__`` signature and docstring:
+options a model hands on to the mixin unchanged are described in the mixin's docstring (or
+:data:`MODEL_ARGUMENTS_DOC`) and appended to a model's docstring that does not describe them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+#: Options every model's ``__init__`` has with one meaning (all but ``gather_distributed``, which goes to the loss,
+#: are handed to :class:`ContrastiveAnomalyMixin` unchanged): described once, in the mixin's docstring and
+#: :data:`MODEL_ARGUMENTS_DOC`, and added to a model's docstring that does not describe them (``--model.help``).
+SHARED_ARGUMENTS = (
+    "gather_distributed",
+    "mixed_precision",
+    "compile_step",
+    "max_epochs",
+    "val_every_n_epochs",
+    "pre_processor",
+    "post_processor",
+    "evaluator",
+    "visualizer",
+)
+
+
+#: The shared options that are not the mixin's own, in the docstring format :func:`argument_entries` reads.
+MODEL_ARGUMENTS_DOC = """Options of every model that the mixin does not take.
+
+Args:
+    gather_distributed: Under DDP (several processes), compute the loss over the global batch:
+        the embeddings of all ranks are gathered with their gradients (default; see the README's
+        "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
+"""
+
+
+def argument_entries(doc: str) -> dict[str, str]:
+    """The entries of a Google-style docstring's ``Args:`` section: name -> its lines (unindented by the section)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    if "Args:" not in lines:
+        return {}
+    entries: dict[str, list[str]] = {}
+    name = None
+    for line in lines[lines.index("Args:") + 1 :]:
+        if line and not line.startswith(" "):  # the next section
+            break
+        match = re.match(r"    (\w+)( \(.*\))?:", line)
+        if match:
+            name = match.group(1)
+            entries[name] = [line]
+        elif name is not None and line.startswith("        "):
+            entries[name].append(line)
+    return {name: "\n".join(entry_lines) for name, entry_lines in entries.items()}
+
+
+def with_arguments(doc: str, entries: list[str]) -> str:
+    """``doc`` (cleaned) with ``entries`` (lines of :func:`argument_entries`) appended to its ``Args:`` section."""
+    lines = inspect.cleandoc(doc).splitlines()
+    if not entries or "Args:" not in lines:
+        return doc
+    end = lines.index("Args:") + 1
+    while end < len(lines) and (not lines[end] or lines[end].startswith(" ")):
+        end += 1
+    while not lines[end - 1]:  # before the blank lines that close the section
+        end -= 1
+    return "\n".join([*lines[:end], *entries, *lines[end:]])
