@@ -1,4 +1,4 @@
-r"""Plot the validation curves that ``tools/short_run_curves.py`` printed (one-off experiment script).
+r"""Plot the validation curves that ``experiments/short_run_curves.py`` printed (one-off experiment script).
 
 Each log holds lines ``<task> seed <s> <bn>: <auroc at epoch 0> <auroc> ... (raw <auroc>)``; one panel
 per task, one line per log (its label), the raw-pixel 5-NN dashed. Usage:

@@ -13,7 +13,7 @@ SCRIPTS = sorted(path for path in TOOLS.glob("*.py") if not path.name.startswith
 
 
 def test_every_tool_is_listed() -> None:
-    assert len(SCRIPTS) >= 10
+    assert len(SCRIPTS) >= 7  # benchmarks, device check, data-set writers, OpenVINO scoring
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[path.stem for path in SCRIPTS])

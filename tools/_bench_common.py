@@ -7,17 +7,14 @@ the path, so ``import _bench_common`` works.
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import random
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -27,14 +24,6 @@ from anomalib_firm.models.components.lifecycle.training_data import usable_cores
 
 #: ``--data`` choices of both scripts.
 DATA_CHOICES = ("fashion_mnist", "digits")
-
-
-def test_reference(module_name: str) -> ModuleType:
-    """A reference implementation kept with the tests (``tests/<module_name>.py``, not in the wheel)."""
-    tests = str(Path(__file__).resolve().parents[1] / "tests")
-    if tests not in sys.path:
-        sys.path.append(tests)  # appended: the package and the libraries keep precedence
-    return importlib.import_module(module_name)
 
 
 def quiet_warnings() -> None:

@@ -26,7 +26,7 @@ after the timed steps only). Only the hot path is timed: no Trainer, no logging,
   - MCL: every item returns its 4 rotations; per view a horizontal flip p 0.5 of the base image,
     the rotation, RandomResizedCrop(scale 0.08-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8 ->
     RandomGrayscale p 0.2 -> ToTensor (no normalisation). The loss is the naive per-row reference
-    (``tests/mcl_reference.py``), as the authors' code loops over rows.
+    (``tools/_mcl_per_row_loss.py``), as the authors' code loops over rows.
   - MSC: MoCo-v2 views: RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8
     -> RandomGrayscale p 0.2 -> PIL GaussianBlur(radius 0.1-2) p 0.5 -> RandomHorizontalFlip ->
     ToTensor -> Normalize(ImageNet). Backbone EfficientNet-Lite0 with the package's ImageNet
@@ -356,9 +356,9 @@ def paper_loader(case: Case, images: torch.Tensor, total_steps: int, workers: in
 
 def paper_step(module: nn.Module, case: Case, loader: DataLoader, device: torch.device) -> Callable[[], torch.Tensor]:
     """One training step of the paper-style pipeline: next loader batch, network, loss, backward, SGD."""
-    from anomalib_firm.models.image.mcl.loss import sample_partners
+    from _mcl_per_row_loss import naive_mcl_loss
 
-    naive_mcl_loss = common.test_reference("mcl_reference").naive_mcl_loss
+    from anomalib_firm.models.image.mcl.loss import sample_partners
 
     optimizer = build_optimizer(module, case)
     network = module.model

@@ -6,6 +6,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python -m pip install --quiet -e ".[dev]"
 # foolbox only for its bundled sample images (never imported); its own dependencies are not needed.
 python -m pip install --quiet --no-deps "foolbox==3.3.4"
-ruff check anomalib_firm tests tools
-ruff format --check anomalib_firm tests tools
+ruff check anomalib_firm tests tools experiments
+ruff format --check anomalib_firm tests tools experiments
 python -m pytest -q "$@"

@@ -21,8 +21,8 @@ images, 2,000 test images of which 400 validation, batches of 16; ``--max-train-
 
 Example (2-core CPU, about 80 s a run at 32 px):
 
-    python tools/short_run_curves.py --model firm --tasks digits:3 digits:5 --seeds 0 1 2 --epochs 5
-    python tools/short_run_curves.py --model firm --tasks fashion_mnist:5 --epochs 4 --every 2 \\
+    python experiments/short_run_curves.py --model firm --tasks digits:3 digits:5 --seeds 0 1 2 --epochs 5
+    python experiments/short_run_curves.py --model firm --tasks fashion_mnist:5 --epochs 4 --every 2 \\
         --kw '{"image_size": 16}' --bn-statistics moving training_views
 """
 
@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
 import torch
 

@@ -21,8 +21,8 @@ for the offline EfficientNet-Lite0 ImageNet weights.
 
 Usage (defaults: 160 steps at 64 px; 20-40 minutes on 2 shared CPU cores, most of it training)::
 
-    OMP_NUM_THREADS=2 python tools/msc_fashion_mnist_run.py
-    OMP_NUM_THREADS=2 python tools/msc_fashion_mnist_run.py --category trouser --epochs 5 --image-size 96
+    OMP_NUM_THREADS=2 python experiments/msc_fashion_mnist_run.py
+    OMP_NUM_THREADS=2 python experiments/msc_fashion_mnist_run.py --category trouser --epochs 5 --image-size 96
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
 import torch
 from sklearn.metrics import roc_auc_score

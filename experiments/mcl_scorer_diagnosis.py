@@ -10,17 +10,19 @@ features are. Diagnostic only: the package's MCL always scores with SEI.
 
 Example (2-core CPU, about 4.5 min a Fashion-MNIST task):
 
-    python tools/mcl_scorer_diagnosis.py --tasks fashion_mnist:0 fashion_mnist:4
+    python experiments/mcl_scorer_diagnosis.py --tasks fashion_mnist:0 fashion_mnist:4
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
 import short_run_curves
 import torch

@@ -2,7 +2,7 @@
 
 Usage::
 
-    PYTHONPATH=. python tools/bench_mcl_loss.py [--images 256] [--dim 128] [--classes 10] [--device cpu]
+    PYTHONPATH=. python experiments/bench_mcl_loss.py [--images 256] [--dim 128] [--classes 10] [--device cpu]
 
 A batch of ``--images`` images in 4 rotations (``N = 4 * images`` items, two views each, so a
 ``2N x 2N`` similarity matrix) with random class labels; times forward and forward+backward of
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
+from _mcl_per_row_loss import naive_mcl_loss
 
 from anomalib_firm.models.image.mcl.loss import MaskedContrastiveLoss, sample_partners
-
-naive_mcl_loss = common.test_reference("mcl_reference").naive_mcl_loss
 
 
 def timed_ms(step: Callable[[], None], repeats: int, device: torch.device) -> float:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    OMP_NUM_THREADS=2 python tools/mcl_fashion_mnist_run.py [--category 0] [--epochs 2] [--train-images 1000]
+    OMP_NUM_THREADS=2 python experiments/mcl_fashion_mnist_run.py [--category 0] [--epochs 2] [--train-images 1000]
         [--test-images 2000] [--image-size 16] [--batch-size 32] [--backbone resnet18_cifar] [--seed 0]
 
 Protocol (one-class, one-vs-rest): train MCL in one-class mode (labels = rotations) on a seeded
@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 import warnings
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything

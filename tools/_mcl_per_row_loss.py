@@ -1,4 +1,6 @@
-"""Naive per-row reference of the MCL loss, for the tests and the benchmarks (not shipped in the wheel).
+"""The MCL loss one anchor at a time, as the authors' code loops (not shipped in the wheel).
+
+The speed benchmark's paper-style row, and the reference the MCL loss tests compare against.
 
 Written straight from the paper's formula, one anchor at a time, sharing no code with
 :mod:`anomalib_firm.models.image.mcl.loss` (weights are decided row by row here, not taken from

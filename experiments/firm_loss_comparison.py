@@ -10,16 +10,18 @@ raw-pixel 5-NN line) into ``--out``.
 
 Example (2-core CPU, Fashion-MNIST from the Debian package ``dataset-fashion-mnist``):
 
-    python tools/firm_loss_comparison.py --data fashion_mnist --classes 0 1 2 3 --seeds 0 1 2 --epochs 8
+    python experiments/firm_loss_comparison.py --data fashion_mnist --classes 0 1 2 3 --seeds 0 1 2 --epochs 8
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the benchmarks' shared helpers
 import _bench_common as common
 import numpy as np
 
