@@ -10,8 +10,8 @@ The names come from :mod:`anomalib_firm.registry`. Once registered:
   ``anomalib.models.ALLOWED_MODULES``);
 - ``anomalib.data.get_datamodule`` and ``--data`` find our data modules.
 
-:func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` actually seed (anomalib 2.7
-declares the option but never applies it), runs commands with our models quietly
+:func:`patch_cli` makes ``anomalib <cmd> --seed_everything N`` with our models actually seed
+(anomalib 2.7 declares the option but never applies it), runs commands with our models quietly
 (:func:`anomalib_firm.console.quiet_cli_run`) and, under DDP, keeps every process of a run in one
 results folder (:func:`_share_rank_zero_workspace`).
 """
@@ -81,8 +81,16 @@ def _set_names(host: ModuleType, packages: dict[str, str]) -> None:
             host.__all__.append(class_name)
 
 
+def _is_ours(config: Any) -> bool:
+    """True when a CLI command's configuration names one of our models (``--model FIRM``, ``anomalib_firm...``)."""
+    return str(getattr(config.get("model"), "class_path", "")).startswith(_OUR_PREFIX)
+
+
 def patch_cli() -> None:
-    """Apply an integer ``--seed_everything`` before the CLI instantiates model and data; run our models quietly."""
+    """For our models: apply ``--seed_everything`` before the CLI builds model and data; run quietly.
+
+    Commands with anomalib's own models run exactly as without this package.
+    """
     from anomalib.cli.cli import AnomalibCLI
 
     original = AnomalibCLI.before_instantiate_classes
@@ -90,8 +98,9 @@ def patch_cli() -> None:
         return
 
     def before_instantiate_classes(self: AnomalibCLI) -> None:
-        seed = self.config.get(str(self.config.get("subcommand")), self.config).get("seed_everything")
-        if isinstance(seed, int) and not isinstance(seed, bool):
+        config = self.config.get(str(self.config.get("subcommand")), self.config)
+        seed = config.get("seed_everything")
+        if _is_ours(config) and isinstance(seed, int) and not isinstance(seed, bool):
             from lightning.pytorch import seed_everything
 
             seed_everything(seed, workers=True)
@@ -144,9 +153,7 @@ def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None
     """
 
     def wrapper(self: Any) -> None:
-        config = self.config.get(str(self.config.get("subcommand")), self.config)
-        class_path = str(getattr(config.get("model"), "class_path", ""))
-        if not class_path.startswith("anomalib_firm."):
+        if not _is_ours(self.config.get(str(self.config.get("subcommand")), self.config)):
             method(self)
             return
         from anomalib_firm.console import (

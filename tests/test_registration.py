@@ -87,3 +87,24 @@ def test_each_registry_entry_is_a_model_folder_with_its_alias(name, package):
     assert pickle.loads(pickle.dumps(alias)) is alias  # importable where it says it lives
     assert getattr(models, alias_name(name)) is alias
     assert models.__all__ == sorted(model_packages())
+
+
+@pytest.mark.parametrize(
+    ("class_path", "seeded"), [("anomalib_firm.models.Firm", True), ("anomalib.models.Padim", False)]
+)
+def test_cli_seed_is_applied_for_our_models_only(monkeypatch, class_path, seeded):
+    import contextlib
+    from types import SimpleNamespace
+
+    import lightning.pytorch
+    from anomalib.cli.cli import AnomalibCLI
+    from jsonargparse import Namespace
+
+    import anomalib_firm._register  # noqa: F401  (the start-up hook patched the CLI class already)
+
+    calls: list[int] = []
+    monkeypatch.setattr(lightning.pytorch, "seed_everything", lambda seed, workers: calls.append(seed))
+    config = Namespace(subcommand="train", train=Namespace(seed_everything=7, model=Namespace(class_path=class_path)))
+    with contextlib.suppress(Exception):  # anomalib's own step after ours needs a real CLI
+        AnomalibCLI.before_instantiate_classes(SimpleNamespace(config=config))
+    assert calls == ([7] if seeded else [])
