@@ -39,18 +39,18 @@ class _ChainedLoader:
         self._loader = loader
 
     def create_module(self, spec: ModuleSpec) -> object:
-        return self._loader.create_module(spec)  # type: ignore[attr-defined]
+        return self._loader.create_module(spec)  # type: ignore[attr-defined]  # the wrapped object is an importlib loader
 
     def exec_module(self, module: object) -> None:
-        name = module.__name__  # type: ignore[attr-defined]
+        name = module.__name__  # type: ignore[attr-defined]  # a module object
         if name == "anomalib.models":
             # anomalib's own modules raise deprecation warnings while they load: nothing a user can act on.
             from anomalib_firm.console import quiet_anomalib_import
 
             with quiet_anomalib_import():
-                self._loader.exec_module(module)  # type: ignore[attr-defined]
+                self._loader.exec_module(module)  # type: ignore[attr-defined]  # the wrapped object is an importlib loader
         else:
-            self._loader.exec_module(module)  # type: ignore[attr-defined]
+            self._loader.exec_module(module)  # type: ignore[attr-defined]  # the wrapped object is an importlib loader
         from anomalib_firm import _register
 
         _register.after_import(name)
@@ -67,10 +67,10 @@ class AnomalibWatcher:
         ours = fullname.startswith("anomalib_firm.") and fullname not in _START_UP_MODULES
         if not ours and fullname not in HOST_MODULES:
             return None
-        spec = PathFinder.find_spec(fullname, path, target)  # type: ignore[arg-type]
+        spec = PathFinder.find_spec(fullname, path, target)  # type: ignore[arg-type]  # the finder protocol passes these through
         if spec is None or spec.loader is None:
             return None
-        spec.loader = _ChainedLoader(spec.loader)  # type: ignore[assignment]
+        spec.loader = _ChainedLoader(spec.loader)  # type: ignore[assignment]  # a loader by duck typing
         return spec
 
     @staticmethod
@@ -82,7 +82,7 @@ def install() -> None:
     """Put the watcher first on ``sys.meta_path`` (once), or register at once if anomalib is already loaded."""
     if any(isinstance(finder, AnomalibWatcher) for finder in sys.meta_path):
         return
-    sys.meta_path.insert(0, AnomalibWatcher())  # type: ignore[arg-type]
+    sys.meta_path.insert(0, AnomalibWatcher())
     already_loaded = [name for name in HOST_MODULES if name in sys.modules]
     if already_loaded:
         from anomalib_firm import _register

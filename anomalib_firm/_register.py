@@ -106,8 +106,8 @@ def patch_cli() -> None:
             seed_everything(seed, workers=True)
         original(self)
 
-    before_instantiate_classes._anomalib_firm_seeded = True  # type: ignore[attr-defined]
-    AnomalibCLI.before_instantiate_classes = before_instantiate_classes  # type: ignore[method-assign]
+    before_instantiate_classes._anomalib_firm_seeded = True  # type: ignore[attr-defined]  # a marker on the function: patched once
+    AnomalibCLI.before_instantiate_classes = before_instantiate_classes  # type: ignore[method-assign]  # the start-up hook's patch
 
     for method_name in ("instantiate_classes", "_run_subcommand"):
         setattr(AnomalibCLI, method_name, _quiet_for_our_models(getattr(AnomalibCLI, method_name)))
@@ -131,14 +131,14 @@ def _share_rank_zero_workspace() -> None:
     if getattr(original, "_anomalib_firm_rank_zero", False):
         return
 
-    def _setup_workspace(self: Engine, model: Any, *args: Any, versioned_dir: bool = False, **kwargs: Any) -> None:
+    def _setup_workspace(self: Engine, model: Any, *args: Any, **kwargs: Any) -> None:
         ours = type(model).__module__.startswith(_OUR_PREFIX)
-        if versioned_dir and ours and int(os.environ.get("LOCAL_RANK") or 0) > 0:
-            versioned_dir = False
-        original(self, model, *args, versioned_dir=versioned_dir, **kwargs)
+        if kwargs.get("versioned_dir") and ours and int(os.environ.get("LOCAL_RANK") or 0) > 0:
+            kwargs["versioned_dir"] = False  # anomalib 2.7 always passes it by keyword
+        original(self, model, *args, **kwargs)
 
-    _setup_workspace._anomalib_firm_rank_zero = True  # type: ignore[attr-defined]
-    Engine._setup_workspace = _setup_workspace  # type: ignore[method-assign]
+    _setup_workspace._anomalib_firm_rank_zero = True  # type: ignore[attr-defined]  # a marker on the function: patched once
+    Engine._setup_workspace = _setup_workspace  # type: ignore[method-assign]  # the start-up hook's patch
 
 
 def _quiet_for_our_models(method: Callable[[Any], None]) -> Callable[[Any], None]:

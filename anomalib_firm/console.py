@@ -188,7 +188,7 @@ def ignored_warnings(rules: Iterable[tuple[type[Warning], str]]) -> Iterator[Non
         for category, message in added:
             index = _ignore_filter_index(category, message)
             if index is not None:
-                del warnings.filters[index]
+                del warnings.filters[index]  # type: ignore[attr-defined]  # typeshed: a Sequence; really a list
 
 
 @contextlib.contextmanager

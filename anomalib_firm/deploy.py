@@ -80,13 +80,13 @@ class OpenVINOInferencer(AnomalibOpenVINOInferencer):
         super().__init__(path, device=device, config=config)
         self.input_size = static_input_size(self.input_blob.get_partial_shape())
 
-    def predict(self, image: Any) -> Any:  # type: ignore[override]
+    def predict(self, image: Any) -> Any:
         """Predict as anomalib does; for one image, its item (scalar ``pred_score``) instead of a batch of one."""
         predictions = super().predict(image)
         one_image = not isinstance(image, np.ndarray | torch.Tensor) or image.ndim == 3
         return next(iter(predictions)) if one_image and len(predictions) == 1 else predictions
 
-    def pre_process(self, image: np.ndarray) -> np.ndarray:  # type: ignore[override]
+    def pre_process(self, image: np.ndarray) -> np.ndarray:  # type: ignore[override]  # anomalib's is a static method
         """As anomalib's pre-processing (float ``(N, 3, H, W)`` in [0, 1]), then the IR's fixed size if it has one."""
         image = AnomalibOpenVINOInferencer.pre_process(image)
         if self.input_size is None or tuple(image.shape[-2:]) == self.input_size:

@@ -8,4 +8,5 @@ python -m pip install --quiet -e ".[dev]"
 python -m pip install --quiet --no-deps "foolbox==3.3.4"
 ruff check anomalib_firm tests tools experiments
 ruff format --check anomalib_firm tests tools experiments
+python -m mypy  # the package, as configured in pyproject.toml; every type: ignore says why
 python -m pytest -q "$@"

@@ -139,7 +139,7 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         self.max_test_images = max_test_images
         self._loaded: tuple[SplitArrays, SplitArrays] | None = None
         self._normal_indices: list[int] = []
-        self.category = category  # type: ignore[assignment]
+        self.category = category
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass's own ``__init__`` without a docstring gets :meth:`__init__`'s (the common arguments' help)."""
@@ -224,7 +224,11 @@ class OneVsRestDataModule(AnomalibDataModule, ABC):
         if len(test.images) == 0:
             msg = f"{self.name} has no test images."
             raise InputError(msg)
-        common = {"name": self.name, "class_names": self.class_names, "normal_indices": self._normal_indices}
+        common: dict[str, Any] = {
+            "name": self.name,
+            "class_names": self.class_names,
+            "normal_indices": self._normal_indices,
+        }
         self.train_data = InMemoryImageDataset(split="train", arrays=train, category=self.category, **common)
         self.test_data = InMemoryImageDataset(split="test", arrays=test, category=self.category, **common)
         for dataset, limit in ((self.train_data, self.max_train_images), (self.test_data, self.max_test_images)):

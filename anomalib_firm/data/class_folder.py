@@ -223,10 +223,10 @@ class ClassFolder(OneVsRestDataModule):
         if len(size) != 2 or min(size) < 1:
             msg = f"image_size must be a positive int or (height, width), got {image_size!r}."
             raise InputError(msg)
-        return size  # type: ignore[return-value]
+        return size
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]  # anomalib's data modules declare ``name`` a plain attribute
         """Data set name (``name`` argument, else ``"ClassFolder"``)."""
         return self._name
 
@@ -244,7 +244,7 @@ class ClassFolder(OneVsRestDataModule):
 
     def _scan_classes(self) -> list[str]:
         folders = [self.train_dir, self.test_dir] if self.train_dir is not None else [self.root]
-        names = sorted({name for folder in folders for name in self._class_folders(folder)})  # type: ignore[arg-type]
+        names = sorted({name for folder in folders for name in self._class_folders(folder)})  # type: ignore[arg-type]  # root is set when train_dir is not
         if not names:
             msg = f"No class sub-folder found in {', '.join(repr(str(folder)) for folder in folders)}."
             raise InputError(msg)
@@ -268,7 +268,7 @@ class ClassFolder(OneVsRestDataModule):
 
     def _split_root(self, class_index: int) -> tuple[list[Path], list[Path]]:
         """Seeded split of one class's files into training and test files (by ``train_ratio``)."""
-        files = list_images(self.root / self._class_names[class_index], self.extensions)  # type: ignore[operator]
+        files = list_images(self.root / self._class_names[class_index], self.extensions)  # type: ignore[operator]  # root is set in this layout
         rng = np.random.default_rng([self._seed, class_index])
         order = rng.permutation(len(files))
         n_train = min(max(round(len(files) * self.train_ratio), 1), len(files))

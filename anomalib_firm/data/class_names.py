@@ -29,7 +29,7 @@ def resolve_classes(category: int | str | Sequence[int | str], class_names: Sequ
     Raises:
         ValueError: If a class is unknown (the message lists the valid names) or none is given.
     """
-    items = list(category) if isinstance(category, list | tuple) else [category]
+    items: list[int | str] = [category] if isinstance(category, int | str) else list(category)
     indices: set[int] = set()
     for item in items:
         indices.update(_resolve_one(item, class_names, dataset))

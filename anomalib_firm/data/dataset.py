@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -153,7 +153,7 @@ class InMemoryImageDataset(AnomalibDataset):
         """Always classification: the data sets have image labels only."""
         return TaskType.CLASSIFICATION
 
-    @AnomalibDataset.samples.setter
+    @AnomalibDataset.samples.setter  # type: ignore[attr-defined]  # mypy cannot follow a property's setter
     def samples(self, samples: pd.DataFrame) -> None:
         """Set the samples table without checking that ``image_path`` exists on disk.
 
@@ -222,14 +222,9 @@ class InMemoryImageDataset(AnomalibDataset):
             msg = f"Index {index} out of range for a dataset of {len(self)} images."
             raise IndexError(msg)
         batch = self.__getitems__([int(index) % len(self)])
-        return OneVsRestImageItem(
-            image=batch.image[0],
-            gt_label=batch.gt_label[0],
-            class_label=batch.class_label[0],
-            image_path=batch.image_path[0],
-        )
+        return cast("OneVsRestImageItem", next(iter(batch)))  # a batch iterates over items of its item class
 
-    def __add__(self, other_dataset: AnomalibDataset) -> InMemoryImageDataset:
+    def __add__(self, other_dataset: AnomalibDataset) -> InMemoryImageDataset:  # type: ignore[override]  # as anomalib's
         """Concatenate two subsets of the same split (they must share one image tensor)."""
         if not isinstance(other_dataset, InMemoryImageDataset) or other_dataset.store is not self.store:
             msg = "Only subsets of the same in-memory split (sharing one image tensor) can be concatenated."
@@ -255,4 +250,4 @@ def collate_batch(batch: OneVsRestImageBatch | list[OneVsRestImageItem]) -> OneV
     """
     if isinstance(batch, OneVsRestImageBatch):
         return batch
-    return OneVsRestImageBatch.collate(list(batch))
+    return cast("OneVsRestImageBatch", OneVsRestImageBatch.collate(list(batch)))  # collate builds its own class

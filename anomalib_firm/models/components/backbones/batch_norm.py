@@ -54,6 +54,14 @@ def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
     return [layer for layer in module.modules() if isinstance(layer, _BatchNorm)]
 
 
+def _running_statistics(layer: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer's running mean, variance and batch count (layers without running statistics are refused)."""
+    if layer.running_mean is None or layer.running_var is None or layer.num_batches_tracked is None:
+        msg = f"{type(layer).__name__} keeps no running statistics (track_running_stats=False): nothing to recalibrate."
+        raise ValueError(msg)
+    return layer.running_mean, layer.running_var, layer.num_batches_tracked
+
+
 def batchnorm_buffer_names(module: nn.Module) -> set[str]:
     """Names (as ``module.named_buffers()`` gives them) of the BatchNorm layers' running statistics and counters."""
     return {
@@ -86,7 +94,10 @@ def recalibrate_batchnorm(
     if not layers:
         return 0
     was_training = module.training
-    saved = {layer: (layer.momentum, layer.running_mean.clone(), layer.running_var.clone()) for layer in layers}
+    saved = {}
+    for layer in layers:
+        running_mean, running_var, _ = _running_statistics(layer)
+        saved[layer] = (layer.momentum, running_mean.clone(), running_var.clone())
     module.eval()
     for layer in layers:
         layer.reset_running_stats()
@@ -97,9 +108,10 @@ def recalibrate_batchnorm(
             forward(images)
     for layer, (momentum, mean, var) in saved.items():
         layer.momentum = momentum
-        if int(layer.num_batches_tracked) == 0:  # not on the forward path: keep the old statistics
-            layer.running_mean.copy_(mean)
-            layer.running_var.copy_(var)
+        running_mean, running_var, batches_tracked = _running_statistics(layer)
+        if int(batches_tracked) == 0:  # not on the forward path: keep the old statistics
+            running_mean.copy_(mean)
+            running_var.copy_(var)
     module.train(was_training)
     return len(layers)
 

@@ -7,6 +7,8 @@ weight file or downloads (except :func:`create_timm` with ``pretrained=True``, w
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from anomalib_firm.models.components.backbones.names import resolve_backbone_name
@@ -40,7 +42,7 @@ def create_timm(architecture: str, pretrained: bool) -> nn.Module:
     """Create a timm model with its classifier, downloading its default weights if ``pretrained``."""
     import timm
 
-    kwargs = dict(EFFICIENTNET_LITE_BN) if architecture.startswith("tf_efficientnet_lite") else {}
+    kwargs: dict[str, Any] = dict(EFFICIENTNET_LITE_BN) if architecture.startswith("tf_efficientnet_lite") else {}
     return timm.create_model(architecture, pretrained=pretrained, **kwargs)
 
 
@@ -76,11 +78,14 @@ def headless_network(name: str) -> tuple[nn.Module, int]:
 def remove_classifier(model: nn.Module, source: str) -> int:
     """Replace the classifier of a torchvision / timm network by the identity, in place; return the feature dim."""
     if source == "torchvision":
-        feature_dim = int(model.fc.in_features)  # type: ignore[union-attr]
+        classifier = model.fc
+        if not isinstance(classifier, nn.Linear):
+            msg = f"Expected a torchvision network ending in a linear classifier 'fc', got {type(classifier).__name__}."
+            raise TypeError(msg)
         model.fc = nn.Identity()
-        return feature_dim
-    model.reset_classifier(0)  # type: ignore[operator]
-    return int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
+        return classifier.in_features
+    model.reset_classifier(0)  # type: ignore[operator]  # every timm model has it
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]  # timm: an int attribute
 
 
 def native_mean_std(model: nn.Module, kind: str, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -154,7 +154,7 @@ class PretrainedBackbone(nn.Module):
         """A state dict with this module's keys gives it trained weights: the pretrained ones are no longer loaded."""
         if any(key.startswith(prefix) for key in state_dict):
             self.weights_loaded = True
-        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def freeze(self, names: Iterable[str]) -> PretrainedBackbone:
         """Freeze sub-modules of :attr:`body` by name (see :func:`freeze_modules`); returns ``self``."""

@@ -81,7 +81,7 @@ def _torchvision_weights_enum(architecture: str, member: str) -> WeightsEnum:
     enum = models.get_model_weights(architecture)
     if member == "imagenet":
         member = "IMAGENET1K_V1" if "IMAGENET1K_V1" in enum.__members__ else "DEFAULT"
-    return enum[member] if member != "DEFAULT" else enum.DEFAULT  # type: ignore[misc, return-value]
+    return enum[member] if member != "DEFAULT" else enum.DEFAULT
 
 
 def _download_torchvision_state_dict(weights_enum: WeightsEnum) -> Mapping[str, torch.Tensor]:
@@ -139,8 +139,8 @@ def load_pretrained_weights(model: nn.Module, name: str, weights: str | os.PathL
         check_weights_value(name, kind, weights)
         weights = _require_efficientnet_lite0_package()
 
-    if _looks_like_path(weights):  # type: ignore[arg-type]
-        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))  # type: ignore[arg-type]
+    if _looks_like_path(weights):  # type: ignore[arg-type]  # None was handled above
+        _load_into(model, load_state_dict_file(weights), source, origin=str(weights))  # type: ignore[arg-type]  # None was handled above
         return
 
     weights = str(weights)

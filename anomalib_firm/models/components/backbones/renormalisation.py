@@ -22,6 +22,9 @@ class InputRenormalization(nn.Module):
         output_std: Standard deviation the network expects.
     """
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(
         self,
         input_mean: Sequence[float],

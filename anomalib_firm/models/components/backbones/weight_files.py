@@ -127,7 +127,7 @@ def convert_efficientnet_lite_state_dict(
     """
     flat_blocks: list[tuple[int, int, bool]] = [
         (stage_index, block_index, hasattr(block, "conv_pwl"))
-        for stage_index, stage in enumerate(model.blocks)  # type: ignore[arg-type]
+        for stage_index, stage in enumerate(model.blocks)  # type: ignore[arg-type]  # timm's EfficientNet: a Sequential of stages
         for block_index, block in enumerate(stage)
     ]
     converted: dict[str, torch.Tensor] = {}

@@ -18,12 +18,13 @@ The classes below are anomalib's with the mixin, under anomalib's class names (a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from anomalib import metrics
 
 
-def holds_no_image(batch: Any, fields: list[str] | tuple[str, ...]) -> bool:
+def holds_no_image(batch: Any, fields: Sequence[str]) -> bool:
     """Whether one of the batch's ``fields`` is present and has no item (an evaluation batch emptied of repeats)."""
     for name in fields:
         value = getattr(batch, name, None)
@@ -32,21 +33,19 @@ def holds_no_image(batch: Any, fields: list[str] | tuple[str, ...]) -> bool:
     return False
 
 
-class SkipsEmptyBatches:
-    """Mixin before an anomalib metric: a batch with no image is a counted update that changes nothing (see module)."""
+class F1Score(metrics.F1Score):
+    """anomalib's ``F1Score``; a batch with no image is a counted update that changes nothing (see module)."""
 
-    fields: list[str]
-
-    def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:
+    def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # anomalib's signature
         """Update from ``batch`` unless it holds no image (``torchmetrics`` has counted the call already)."""
-        if holds_no_image(batch, self.fields):
-            return
-        super().update(batch, *args, **kwargs)  # type: ignore[misc]
+        if not holds_no_image(batch, self.fields):
+            super().update(batch, *args, **kwargs)
 
 
-class F1Score(SkipsEmptyBatches, metrics.F1Score):
-    """anomalib's ``F1Score``, taking empty batches (see :class:`SkipsEmptyBatches`)."""
+class MinMax(metrics.MinMax):
+    """anomalib's ``MinMax`` (normalisation statistics); a batch with no image changes nothing (see module)."""
 
-
-class MinMax(SkipsEmptyBatches, metrics.MinMax):
-    """anomalib's ``MinMax`` (normalisation statistics), taking empty batches (see :class:`SkipsEmptyBatches`)."""
+    def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # anomalib's signature
+        """Update from ``batch`` unless it holds no image (``torchmetrics`` has counted the call already)."""
+        if not holds_no_image(batch, self.fields):
+            super().update(batch, *args, **kwargs)

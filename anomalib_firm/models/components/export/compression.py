@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Subset
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.export.resizing import resize_like_the_model
+from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
 from anomalib_firm.models.components.scoring.gaussian_scorer import ClassRotationGaussians
 
@@ -187,7 +188,7 @@ def _validation_batches(datamodule: AnomalibDataModule, size: tuple[int, int] | 
     return [(_resized(batch.image, size), torch.as_tensor(batch.gt_label)) for batch in datamodule.val_dataloader()]
 
 
-class ScorerPreservingExportMixin:
+class ScorerPreservingExportMixin(LifecycleHost):
     """Overrides anomalib's NNCF step of ``to_openvino`` for models whose graph ends in a scorer.
 
     Put before anomalib's ``ExportMixin`` in the bases (the models' mixin does). ``FP16`` is
@@ -196,15 +197,18 @@ class ScorerPreservingExportMixin:
     :func:`scorer_operations` finds in floating point.
     """
 
-    model: nn.Module
-
     def to_openvino(
         self,
         export_root: Path | str,
         model_file_name: str = "model",
         input_size: tuple[int, int] | None = None,
         compression_type: CompressionType | None = None,
-        **kwargs: Any,
+        datamodule: AnomalibDataModule | None = None,
+        metric: Metric | None = None,
+        task: Any = None,
+        max_drop: float = 0.01,
+        ov_kwargs: dict[str, Any] | None = None,
+        onnx_kwargs: dict[str, Any] | None = None,
     ) -> Path:
         """Export to OpenVINO as anomalib does; a compressed model is named after its compression.
 
@@ -215,8 +219,17 @@ class ScorerPreservingExportMixin:
         """
         if compression_type is not None and model_file_name == "model":
             model_file_name = f"model_{CompressionType(compression_type).value}"
-        return super().to_openvino(  # type: ignore[misc]
-            export_root, model_file_name, input_size, compression_type, **kwargs
+        return super().to_openvino(
+            export_root,
+            model_file_name,
+            input_size,
+            compression_type,
+            datamodule=datamodule,
+            metric=metric,
+            task=task,
+            max_drop=max_drop,
+            ov_kwargs=ov_kwargs,
+            onnx_kwargs=onnx_kwargs,
         )
 
     def _compress_ov_model(
@@ -280,7 +293,14 @@ def _validation_function(metric: Metric | None) -> Any:
                 for name in ("pred_score", "pred_label")
                 if name in outputs
             }
-            metric.update(ImageBatch(image=torch.from_numpy(images), gt_label=labels, **fields))
+            metric.update(
+                ImageBatch(
+                    image=torch.from_numpy(images),
+                    gt_label=labels,
+                    pred_score=fields.get("pred_score"),
+                    pred_label=fields.get("pred_label"),
+                )
+            )
         return float(metric.compute())
 
     return validate

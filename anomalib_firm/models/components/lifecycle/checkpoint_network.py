@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from anomalib_firm.console import InputError
+from anomalib_firm.models.components.lifecycle.contract import RebuildsNetwork
 from anomalib_firm.registry import alias_name
 
 logger = logging.getLogger(__name__)
@@ -143,16 +144,16 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
     saved = dict(checkpoint.get("hyper_parameters") or {})
     built = dict(getattr(module, "hparams", None) or {})
     defaults = _constructor_defaults(type(module))
-    network_arguments = tuple(getattr(module, "network_arguments", DEFAULT_NETWORK_ARGUMENTS))
-    rebuild = getattr(module, "rebuild_network", None)
+    rebuilds = isinstance(module, RebuildsNetwork)
+    network_arguments = module.network_arguments if isinstance(module, RebuildsNetwork) else DEFAULT_NETWORK_ARGUMENTS
     named = _named_differences(saved, built, network_arguments)
-    if callable(rebuild) and named and all(_left_at_default(name, built, defaults) for name in named):
+    if isinstance(module, RebuildsNetwork) and named and all(_left_at_default(name, built, defaults) for name in named):
         arguments = {
             name: saved[name] if name in saved and _left_at_default(name, built, defaults) else built[name]
             for name in network_arguments
             if name in built
         }
-        rebuild(arguments)
+        module.rebuild_network(arguments)
         taken = ", ".join(f"{name}={saved[name]!r}" for name in named)
         logger.info(
             "%s: the checkpoint's network has %s; rebuilt with the checkpoint's settings.", _name(module), taken
@@ -161,14 +162,14 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
         if problem is None:
             return
         named = _named_differences(saved, dict(getattr(module, "hparams", None) or {}), network_arguments)
-    raise InputError(_message(module, problem, named, can_rebuild=callable(rebuild)))
+    raise InputError(_message(module, problem, named, can_rebuild=rebuilds))
 
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:
     """Default value of every constructor argument that has one."""
     return {
         name: parameter.default
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        for name, parameter in inspect.signature(cls).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
 

@@ -22,6 +22,7 @@ from anomalib_firm.models.components.lifecycle.checkpoint_network import (
     match_checkpoint_network,
     model_name,
 )
+from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
 from anomalib_firm.models.components.lifecycle.random_state import capture_random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 RESUME_STATE_KEY = "anomalib_firm_resume"
 
 
-class CheckpointStateMixin:
+class CheckpointStateMixin(LifecycleHost):
     """Lightning hooks that save and restore the resume state (see the module docstring).
 
     The host calls :meth:`_init_checkpoint_state` in its ``__init__`` and :meth:`_note_fit_start` when a
@@ -38,10 +39,6 @@ class CheckpointStateMixin:
     since the last scorer fit), which are saved and restored here.
     """
 
-    trainer: Any
-    device: torch.device
-    global_step: int
-    name: str
     _pending_loss: torch.Tensor | None
     _scorer_stale: bool
 
@@ -87,14 +84,14 @@ class CheckpointStateMixin:
         The random state is the one after the last training step of the epoch (every rank's, under DDP),
         so a run resumed from an epoch-end checkpoint draws what the uninterrupted run draws.
         """
-        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        checkpoint[CHECKPOINT_MODEL_KEY] = model_name(self)  # type: ignore[arg-type]
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[CHECKPOINT_MODEL_KEY] = model_name(self)
         state = (
             self._epoch_end_random_state
             if self._epoch_end_random_state is not None and self._epoch_end_step == self.global_step
             else capture_random_state()
         )
-        states = [state]
+        states: list[dict[str, Any] | None] = [state]
         if distributed.world_size() > 1:
             states = [None] * distributed.world_size()
             torch.distributed.all_gather_object(states, state)
@@ -114,7 +111,7 @@ class CheckpointStateMixin:
         """
         if self._keeps_weights_trained_here(checkpoint):
             return
-        match_checkpoint_network(self, checkpoint)  # type: ignore[arg-type]
+        match_checkpoint_network(self, checkpoint)
         resume = checkpoint.get(RESUME_STATE_KEY)
         if resume is not None and self._fitting():
             states = resume["random_states"]
@@ -126,7 +123,7 @@ class CheckpointStateMixin:
             pending = resume["pending_loss"]
             self._pending_loss = None if pending is None else pending.to(self.device)
             self._scorer_stale = bool(resume["scorer_stale"])
-        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        super().on_load_checkpoint(checkpoint)
 
     def _fitting(self) -> bool:
         trainer = getattr(self, "_trainer", None)
@@ -154,7 +151,7 @@ class CheckpointStateMixin:
             self._resumed_from,
             int(checkpoint.get("global_step", 0)),
         )
-        checkpoint["state_dict"] = self.state_dict()  # type: ignore[attr-defined]
+        checkpoint["state_dict"] = self.state_dict()
         if "callbacks" in checkpoint:
             checkpoint["callbacks"] = {callback.state_key: callback.state_dict() for callback in trainer.callbacks}
         return True

@@ -66,6 +66,7 @@ from anomalib_firm.models.components.lifecycle.scorer_fitting import (
     ScorerFittingMixin,
 )
 from anomalib_firm.models.components.lifecycle.training_data import (
+    batch_images,
     cap_loader_workers,
     check_enough_images,
     verify_image_files,
@@ -139,7 +140,6 @@ class ContrastiveAnomalyMixin(
             ``False``: none (faster); or an anomalib visualizer.
     """
 
-    model: nn.Module
     #: Labelled multi-class mode (FIRM and MCL set it from their argument; MSC has none).
     use_class_labels: bool = False
     trainer: Any
@@ -251,9 +251,9 @@ class ContrastiveAnomalyMixin(
         """
         from anomalib_firm.models.components.lifecycle.prediction_report import PredictionReport
 
-        return [*super().configure_callbacks(), PredictionReport()]  # type: ignore[misc]
+        return [*super().configure_callbacks(), PredictionReport()]  # type: ignore[misc]  # anomalib's configure_callbacks returns a list
 
-    def to_onnx(
+    def to_onnx(  # type: ignore[override]  # as anomalib's ExportMixin.to_onnx, which already differs from Lightning's
         self,
         export_root: Path | str,
         model_file_name: str = "model",
@@ -277,7 +277,7 @@ class ContrastiveAnomalyMixin(
 
             log_fixed_input_size(input_size)
         with quiet_export():
-            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -323,7 +323,7 @@ class ContrastiveAnomalyMixin(
                 f"modules (e.g. FashionMNIST with several categories), or use_class_labels=False ({self.name})."
             )
             raise ValueError(msg)
-        return labels.to(device=batch.image.device, dtype=torch.long)
+        return labels.to(device=batch_images(batch).device, dtype=torch.long)
 
     def setup(self, stage: str) -> None:
         """Before any loader is made: check the image files, cap the loader workers.
@@ -398,11 +398,11 @@ class ContrastiveAnomalyMixin(
         step = self._compiled_training_loss or self.training_loss
         # anomalib's batches hold torchvision tv_tensors.Image, a tensor subclass whose __torch_function__
         # would split a compiled graph; the plain-tensor view costs nothing.
-        images = torch.Tensor.as_subclass(batch.image, torch.Tensor)
+        images = torch.Tensor.as_subclass(batch_images(batch), torch.Tensor)
         loss, metrics = step(images, self.training_class_labels(batch))
         sync = distributed.world_size() > 1  # under DDP the epoch values are means over the ranks
         for name, value in metrics.items():
-            self.log(name, value.detach(), on_step=True, on_epoch=True, batch_size=len(batch.image), sync_dist=sync)
+            self.log(name, value.detach(), on_step=True, on_epoch=True, batch_size=len(images), sync_dist=sync)
         return loss
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
@@ -417,7 +417,7 @@ class ContrastiveAnomalyMixin(
             on_step=True,
             on_epoch=True,
             prog_bar=True,
-            batch_size=len(batch.image),
+            batch_size=len(batch_images(batch)),
             sync_dist=distributed.world_size() > 1,
         )
         return {"loss": loss}

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import types
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import distributed as dist
@@ -71,6 +71,14 @@ class _GatherWithGradient(torch.autograd.Function):
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: rank()])
         return grad[start : start + ctx.sizes[rank()]], None
+
+
+@overload
+def gather_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+
+@overload
+def gather_batch(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]: ...
 
 
 def gather_batch(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -157,7 +165,7 @@ def local_batchnorm(module: nn.Module) -> Iterator[None]:
     """
     layers = [layer for layer in module.modules() if isinstance(layer, nn.SyncBatchNorm)]
     for layer in layers:
-        layer.forward = types.MethodType(_BatchNorm.forward, layer)  # type: ignore[method-assign]
+        layer.forward = types.MethodType(_BatchNorm.forward, layer)  # type: ignore[method-assign]  # restored in finally
     try:
         yield
     finally:
@@ -184,7 +192,7 @@ def unpadded_mask(loader: Any, batch_idx: int, batch_size: int) -> torch.Tensor 
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, torch.utils.data.DistributedSampler) or sampler.shuffle or sampler.drop_last:
         return None
-    num_images = len(sampler.dataset)  # type: ignore[arg-type]
+    num_images = len(sampler.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
     first = batch_idx * (getattr(loader, "batch_size", None) or batch_size)
     positions = sampler.rank + (first + torch.arange(batch_size)) * sampler.num_replicas
     keep = positions < num_images
@@ -202,7 +210,7 @@ def drop_padding_repeats(batch: Any, loader: Any, batch_idx: int) -> None:
     keep = unpadded_mask(loader, batch_idx, len(batch.image))
     if keep is None:
         return
-    changes = {}
+    changes: dict[str, Any] = {}
     for field in dataclasses.fields(batch):
         value = getattr(batch, field.name)
         if isinstance(value, torch.Tensor) and value.ndim > 0 and len(value) == len(keep):

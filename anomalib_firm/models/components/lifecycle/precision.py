@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
+
 logger = logging.getLogger(__name__)
 
 #: CPU flags (``/proc/cpuinfo``) that mean bf16 arithmetic in hardware.
@@ -116,7 +118,7 @@ def convolutions_striding_past_their_input(
     return list(dict.fromkeys(found))
 
 
-class MixedPrecisionMixin:
+class MixedPrecisionMixin(LifecycleHost):
     """bf16 autocast and channels_last tensors where the device computes bf16 natively, fp32 elsewhere.
 
     The host (with a network ``model`` whose ``embed`` is the training forward of
@@ -128,8 +130,6 @@ class MixedPrecisionMixin:
     """
 
     mixed_precision: bool
-    device: torch.device
-    model: nn.Module
     image_size: int
 
     def _init_mixed_precision(self, mixed_precision: bool) -> None:
@@ -139,7 +139,7 @@ class MixedPrecisionMixin:
 
     def mixed_precision_probe(self, images: torch.Tensor) -> None:
         """The network's training forward, run once on a black image to see the shapes its layers get."""
-        self.model.embed(images)  # type: ignore[operator]
+        self.model.embed(images)
 
     def uses_mixed_precision(self, device: torch.device) -> bool:
         """Whether training on ``device`` runs under bf16 autocast with channels_last tensors."""

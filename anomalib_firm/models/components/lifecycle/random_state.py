@@ -24,7 +24,11 @@ _KEYS = ("torch", "cuda", "numpy", "python")
 
 def capture_random_state() -> dict[str, Any]:
     """The current state of torch's (CPU and every CUDA device), NumPy's and Python's global generators."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    if not isinstance(numpy_state, tuple):  # legacy=True gives the tuple form
+        msg = f"Unexpected NumPy random state {type(numpy_state).__name__}."
+        raise TypeError(msg)
+    kind, keys, position, has_gauss, cached_gaussian = numpy_state
     version, python_state, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),

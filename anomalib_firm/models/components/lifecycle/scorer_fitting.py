@@ -20,13 +20,14 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from anomalib.data import Batch
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.backbones import batch_norm
 from anomalib_firm.models.components.lifecycle import distributed
+from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
 from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
 
 #: Where the BatchNorm statistics the scorer is fitted with come from (the ``bn_recalibration`` option):
@@ -51,7 +52,7 @@ def batchnorm_recalibration_mode(value: BatchNormRecalibrationOption | str) -> B
     if value is True:
         return "normal_images"
     if value is False or value in ("normal_images", "training_views"):
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[return-value]  # one of the literal modes, checked above
     msg = f"bn_recalibration={value!r}: use false, 'normal_images' (true) or 'training_views'."
     raise InputError(msg)
 
@@ -87,18 +88,12 @@ def in_order(loader: Any, batch_scale: int = 1) -> Any:
     )
 
 
-class ScorerFittingMixin:
+class ScorerFittingMixin(LifecycleHost):
     """Scorer life cycle of the contrastive models: refit when stale, BatchNorm recalibration, scoring steps.
 
     The host calls :meth:`_init_scorer_state` in its ``__init__`` and sets ``_scorer_stale`` after each
     training step; it gives ``training_class_labels`` (the labels its labelled mode uses).
     """
-
-    model: nn.Module
-    trainer: Any
-    device: torch.device
-    pre_processor: Any
-    name: str
 
     def _init_scorer_state(self, bn_recalibration: BatchNormRecalibrationOption) -> None:
         self.bn_recalibration = batchnorm_recalibration_mode(bn_recalibration)
@@ -127,11 +122,11 @@ class ScorerFittingMixin:
         They are fitted on rank 0 and broadcast once per fit (:meth:`fit_scorer_from_loader`); BatchNorm
         statistics keep DDP's usual broadcast.
         """
-        super().setup(stage)  # type: ignore[misc]
+        super().setup(stage)
         if distributed.world_size() > 1:
             batchnorm = batch_norm.batchnorm_buffer_names(self.model)
             names = [f"model.{name}" for name, _ in self.model.named_buffers() if name not in batchnorm]
-            distributed.exclude_from_ddp_broadcast(self, names)  # type: ignore[arg-type]
+            distributed.exclude_from_ddp_broadcast(self, names)
 
     # ----------------------------------------------------------------- refit when stale
     def on_validation_start(self) -> None:
@@ -170,7 +165,7 @@ class ScorerFittingMixin:
         recalibrated statistics average per-batch ones, so they are those of the single-device run with
         that batch), and every buffer of the network (scorer, BatchNorm statistics) is then broadcast from rank 0.
         """
-        self.load_pretrained_weights()  # type: ignore[attr-defined]  # on every rank: parameters are not broadcast
+        self.load_pretrained_weights()  # on every rank: parameters are not broadcast
         loader = in_order(loader, distributed.world_size())
         if distributed.rank() == 0:
             with distributed.local_batchnorm(self.model):
@@ -194,7 +189,7 @@ class ScorerFittingMixin:
         Default: ``self.model.rotation_features(images)``, the features FIRM's bank and MCL's
         Gaussians are fitted on.
         """
-        self.model.rotation_features(images)  # type: ignore[operator]
+        self.model.rotation_features(images)
 
     def training_views(self, images: torch.Tensor) -> torch.Tensor:
         """The network inputs a training step makes of resized normal images ``(B, 3, H, W)``: ``(V, 3, H, W)``.
@@ -229,8 +224,8 @@ class ScorerFittingMixin:
 
     def _embed_views(self, views: torch.Tensor) -> None:
         """The training forward path (encoder and head, under the training precision) on a batch of views."""
-        with self.autocast():  # type: ignore[attr-defined]
-            self.model.embed(views)  # type: ignore[operator]
+        with self.autocast():
+            self.model.embed(views)
 
     def _training_view_batches(self, loader: Any) -> Iterator[torch.Tensor]:
         """Batches of :meth:`training_views` of the loader's images for ``training_views`` recalibration."""
@@ -239,7 +234,7 @@ class ScorerFittingMixin:
             for batch in loader:
                 views = self.training_views(self._resized_on_device(batch.image))
                 seen += views.shape[0]
-                yield self.as_input(views)  # type: ignore[attr-defined]
+                yield self.as_input(views)
                 if seen >= CALIBRATION_VIEWS:
                     return
 
@@ -249,7 +244,7 @@ class ScorerFittingMixin:
         del args
         batch = batch.update(**self.model(batch.image)._asdict())
         self._drop_distributed_repeats(batch, batch_idx, kwargs.get("dataloader_idx", 0))
-        return batch
+        return batch  # type: ignore[return-value]  # anomalib's steps return the batch to its callbacks
 
     def test_step(self, batch: Batch, batch_idx: int = 0, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch (as anomalib's, plus: under DDP every test image counts once)."""
@@ -290,4 +285,5 @@ class ScorerFittingMixin:
     def _resized_on_device(self, images: torch.Tensor) -> torch.Tensor:
         """A loader's images moved to the model's device and resized by the pre-processor."""
         images = images.to(self.device, non_blocking=True)
-        return self.pre_processor.transform(images) if self.pre_processor is not None else images
+        transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
+        return transform(images) if transform is not None else images

@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+import torch
+
 from anomalib_firm.console import InputError
 
 logger = logging.getLogger(__name__)
@@ -89,3 +91,12 @@ def verify_image_files(datamodule: Any) -> None:
     if high_depth:
         reader = f"{type(datamodule).__name__} (anomalib's read_image)"
         raise InputError(high_depth_message(list(high_depth.items()), reader))
+
+
+def batch_images(batch: Any) -> torch.Tensor:
+    """A batch's images ``(B, 3, H, W)``; a batch without images (a data module's bug) is named plainly."""
+    images = batch.image
+    if images is None:
+        msg = f"A {type(batch).__name__} without images reached the model: the data module must give images."
+        raise ValueError(msg)
+    return images

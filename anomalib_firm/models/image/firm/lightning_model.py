@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
@@ -114,6 +115,8 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             the model README.
     """
 
+    model: FirmModel
+
     def __init__(
         self,
         backbone: str = "resnet18_cifar",
@@ -178,7 +181,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         self.lr = lr
         self.scale_lr = scale_lr
         self.momentum = momentum
-        self.momentum_range = tuple(momentum_range) if momentum_range is not None else None
+        self.momentum_range = (momentum_range[0], momentum_range[1]) if momentum_range is not None else None
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
 
@@ -187,7 +190,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         """The k-NN needs at least k normal images."""
         return self.num_neighbors
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """SGD with a per-step one-cycle schedule (1% cosine warm-up, cosine decay; momentum cycled against it)."""
         lr = self.learning_rate(items_per_step(self.trainer, "FIRM")) if self.scale_lr else self.lr
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)

@@ -140,9 +140,9 @@ class FirmLoss(nn.Module):
         """
         _check_shapes(view1, view2, is_inlier, class_labels)
         if gathering(self.gather_distributed):
-            view1, view2, is_inlier, class_labels, rotation_ids = gather_batch(
-                view1, view2, is_inlier, class_labels, rotation_ids
-            )
+            view1, view2, is_inlier = gather_batch(view1, view2, is_inlier)
+            class_labels = gather_batch(class_labels)[0] if class_labels is not None else None
+            rotation_ids = gather_batch(rotation_ids)[0] if rotation_ids is not None else None
         positives = firm_positive_mask(is_inlier, class_labels, self.layout, self.objective, rotation_ids)
         if self.layout == "pairwise":
             logits = view1 @ view2.T / self.temperature

@@ -6,11 +6,11 @@ from typing import Literal
 
 import torch
 from anomalib.data import InferenceBatch
-from torch import nn
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.backbones.encoders import build_encoder, load_encoder_weights
 from anomalib_firm.models.components.backbones.heads import ProjectionHead
+from anomalib_firm.models.components.lifecycle.contract import ContrastiveNetwork
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank, cosine_topk_similarity
 from anomalib_firm.models.components.views.augmentations import crop_and_resize, sample_crop_boxes
 from anomalib_firm.models.components.views.rotations import NUM_ROTATIONS, expand_rotations
@@ -36,7 +36,7 @@ def compose_boxes(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     return inner * scale + torch.stack([x0, y0, torch.zeros(()), torch.zeros(())])
 
 
-class FirmModel(nn.Module):
+class FirmModel(ContrastiveNetwork):
     """FIRM network and scorer.
 
     Training mode: ``forward(views)`` returns unit-norm embeddings (B, embedding_dim).
@@ -60,6 +60,11 @@ class FirmModel(nn.Module):
         mean: Normalisation mean (RGB).
         std: Normalisation std (RGB).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    eval_box: torch.Tensor
+    ensemble_boxes: torch.Tensor
 
     def __init__(
         self,
@@ -121,7 +126,9 @@ class FirmModel(nn.Module):
         ``evaluation_view=False`` for images that already are crops of it (the ensemble score).
         """
         if evaluation_view and self.eval_zoom != 1:
-            images = crop_and_resize(images, self.eval_box.expand(images.shape[0], 4), tuple(images.shape[-2:]))
+            images = crop_and_resize(
+                images, self.eval_box.expand(images.shape[0], 4), (images.shape[-2], images.shape[-1])
+            )
         rotated, _ = expand_rotations(images)
         features = self.encoder(self.normalize(rotated))
         return features.view(NUM_ROTATIONS, images.shape[0], -1)
@@ -135,7 +142,7 @@ class FirmModel(nn.Module):
             return self.bank.cosine_topk(self.rotation_features(images), self.num_neighbors).mean(dim=0)
         num_crops, batch = self.ensemble_boxes.shape[0], images.shape[0]
         boxes = self.ensemble_boxes.repeat_interleave(batch, dim=0)
-        crops = crop_and_resize(images.repeat(num_crops, 1, 1, 1), boxes, tuple(images.shape[-2:]))
+        crops = crop_and_resize(images.repeat(num_crops, 1, 1, 1), boxes, (images.shape[-2], images.shape[-1]))
         similarity = self.bank.cosine_topk(self.rotation_features(crops, evaluation_view=False), self.num_neighbors)
         return similarity.view(NUM_ROTATIONS, num_crops, batch).mean(dim=(0, 1))
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
@@ -122,6 +123,9 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             initial mean 0 / variance 1, which make it an unnormalised random net close to raw
             pixels (README: measurements).
     """
+
+    model: MclModel
+    loss: MaskedContrastiveLoss
 
     def __init__(
         self,
@@ -240,7 +244,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
                 raise ValueError(msg)
 
     # ----------------------------------------------------------------- training
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """SGD (Nesterov) with the linear lr scaling rule and a per-step cosine decay to ``lr_floor x lr``."""
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         lr = self.learning_rate(items_per_step(self.trainer, "MCL")) if self.scale_lr else self.lr

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 from anomalib.data import InferenceBatch
-from torch import nn
 
 from anomalib_firm.models.components.backbones.encoders import build_encoder, load_encoder_weights
 from anomalib_firm.models.components.backbones.heads import ProjectionHead
+from anomalib_firm.models.components.lifecycle.contract import ContrastiveNetwork
 from anomalib_firm.models.components.scoring.gaussian_scorer import (
     ClassRotationGaussians,
     CombineMethod,
@@ -58,7 +58,7 @@ def flip_base_images(items: torch.Tensor, rotation_ids: torch.Tensor, probabilit
     return torch.where(horizontal, items.flip(-1), torch.where(vertical, items.flip(-2), items))
 
 
-class MclModel(nn.Module):
+class MclModel(ContrastiveNetwork):
     """MCL network and SEI scorer.
 
     Args:

@@ -98,6 +98,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             ``None`` (default) leaves the layers' values.
     """
 
+    model: MscModel
+
     #: Constructor arguments of the network; a checkpoint's values replace those left at their defaults
     #: when its backbone differs (see :meth:`rebuild_network`).
     network_arguments = ("backbone", "weights", "frozen_modules", "num_neighbors", "eval_zoom", "image_size")

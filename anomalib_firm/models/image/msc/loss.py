@@ -181,7 +181,7 @@ class MeanShiftedContrastiveLoss(nn.Module):
         center_direction = F.normalize(center, dim=0, eps=_EPS)
         shift = center_direction if self.angular_weight else center
         contrastive = nt_xent(mean_shift(z1, shift), mean_shift(z2, shift), self.temperature)
-        angular = sum((z - center_direction).pow(2).sum(dim=1).mean() for z in (z1, z2))
+        angular = (z1 - center_direction).pow(2).sum(dim=1).mean() + (z2 - center_direction).pow(2).sum(dim=1).mean()
         loss = contrastive + self.angular_weight * angular if self.angular_weight else contrastive
         return {"loss": loss, "contrastive": contrastive, "angular": angular}
 

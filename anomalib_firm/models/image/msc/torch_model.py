@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_firm.models.components.backbones.pretrained import build_pretrained_backbone
+from anomalib_firm.models.components.lifecycle.contract import ContrastiveNetwork
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
 from anomalib_firm.models.components.views.augmentations import crop_and_resize
 from anomalib_firm.models.image.msc.freezing import msc_frozen_modules
@@ -35,7 +36,7 @@ def centre_box(zoom: float) -> torch.Tensor:
     return torch.tensor([[(1 - side) / 2, (1 - side) / 2, side, side]])
 
 
-class MscModel(DynamicBufferMixin):
+class MscModel(DynamicBufferMixin, ContrastiveNetwork):
     """MSC network, fixed centre and k-NN scorer.
 
     Training mode: ``forward(views)`` returns the L2-normalised features (B, D) of augmented
@@ -61,6 +62,10 @@ class MscModel(DynamicBufferMixin):
         mean: Input normalisation (RGB), applied inside the model.
         std: Input normalisation (RGB), applied inside the model.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    eval_box: torch.Tensor
 
     center: torch.Tensor
 
@@ -133,7 +138,7 @@ class MscModel(DynamicBufferMixin):
         """Centre crop by ``1 / eval_zoom`` resized back to the input size: (B, 3, H, W) -> (B, 3, H, W)."""
         if self.eval_zoom == 1:
             return images
-        return crop_and_resize(images, self.eval_box.expand(images.shape[0], 4), tuple(images.shape[-2:]))
+        return crop_and_resize(images, self.eval_box.expand(images.shape[0], 4), (images.shape[-2], images.shape[-1]))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (B, D) of the evaluation view: for the centre, the bank and the score."""
