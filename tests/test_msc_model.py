@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_firm.models import MSC, Msc
-from anomalib_firm.models.components.backbones import pretrained, pretrained_weights
+from anomalib_firm.models.components.backbones import pretrained_weights
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import NormalBatch
 from anomalib_firm.models.image.msc.loss import compute_center
 
@@ -218,7 +218,7 @@ def _backbone_state(model: Msc) -> dict[str, torch.Tensor]:
 def _count_weight_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every weight file the pretrained loader reads."""
     reads: list[str] = []
-    original = pretrained.load_state_dict_file
+    original = pretrained_weights.load_state_dict_file
 
     def counting(path: str | Path) -> dict[str, torch.Tensor]:
         reads.append(str(path))
