@@ -27,6 +27,11 @@ DATA_PACKAGE = "anomalib_firm.data"
 _Model = TypeVar("_Model", bound=type)
 
 
+def model_names() -> tuple[str, ...]:
+    """Lower-case names of our models (``firm``, ...), as the tools' ``--models`` options and configs spell them."""
+    return tuple(name.lower() for name in MODELS)
+
+
 def alias_name(name: str) -> str:
     """The alias of model class ``name`` (``Firm`` -> ``FIRM``)."""
     return name.upper()

@@ -9,10 +9,11 @@ import torch
 
 from anomalib_firm.data.batch import OneVsRestImageBatch
 from anomalib_firm.models import Firm, Mcl, Msc
+from anomalib_firm.registry import model_names
 
 #: Image side of the small test models.
 IMAGE_SIZE = 16
-MODEL_NAMES = ("firm", "mcl", "msc")
+MODEL_NAMES = model_names()  # every registered model
 
 
 def random_training_batch(count: int, seed: int, image_size: int = IMAGE_SIZE) -> OneVsRestImageBatch:

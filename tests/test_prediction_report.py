@@ -15,6 +15,7 @@ from PIL import Image
 from anomalib_firm.callbacks import PredictionReport
 from anomalib_firm.data.labels import prediction_caption
 from anomalib_firm.data.visualization import InMemoryImageVisualizer
+from anomalib_firm.registry import model_names
 
 
 def _item(**fields) -> ImageItem:
@@ -90,7 +91,7 @@ def test_predict_prints_and_saves_each_images_score_and_label(digits_folder, tmp
         assert picture.height > 256  # its prediction written below
 
 
-@pytest.mark.parametrize("name", ["firm", "mcl", "msc"])
+@pytest.mark.parametrize("name", model_names())
 def test_every_model_adds_the_report(name):
     from model_utils import tiny_model
 

@@ -40,9 +40,11 @@ import numpy as np
 import torch
 import yaml
 
+from anomalib_firm.registry import model_names
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "benchmark"
-MODELS = ("firm", "msc", "mcl")
+MODELS = model_names()
 
 
 def load_config(protocol: str, model: str, classes: list[int]) -> dict:

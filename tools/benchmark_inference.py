@@ -55,7 +55,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
 
-MODELS = ("firm", "msc", "mcl")
+from anomalib_firm.registry import model_names
+
+MODELS = model_names()
 CPU = torch.device("cpu")
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 

@@ -76,8 +76,9 @@ import _bench_common as common
 from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_firm.models.components.lifecycle.precision import native_bf16
 from anomalib_firm.models.image.firm.torch_model import CIFAR_MEAN, CIFAR_STD
+from anomalib_firm.registry import model_names
 
-MODELS = ("firm", "mcl", "msc")
+MODELS = model_names()
 #: Backbone names of ``--msc-backbones`` and the weights each is built with.
 MSC_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-package", "resnet152": "random", "resnet18": "random"}
 
