@@ -37,10 +37,19 @@ EXPORT_LOG_LEVELS: dict[str, int] = {
     "torch.onnx": logging.ERROR,
 }
 
+#: Log levels while NNCF compresses an export: NNCF lists every node it leaves in floating point at INFO
+#: (about 30 lines; our scorer's on purpose), and importing it makes torch warn that no CUDA runtime exists.
+COMPRESSION_LOG_LEVELS: dict[str, int] = {"nncf": logging.WARNING, "torch.utils.cpp_extension": logging.ERROR}
+
 #: ``(category, message regex)`` of warnings known to be harmless during our training, test and export.
 RUN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # lightning 2.6's CombinedLoader with torch >= 2.10 (internal to lightning, nothing to change on our side).
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    # predict/test from a checkpoint in another results folder: Lightning notes that the checkpoint callback's
+    # folder moved; those commands save no checkpoint.
+    (UserWarning, r"The dirpath has changed from"),
+    # anomalib's loaders for ``--data <path>`` ask for pinned memory, which only matters with a GPU.
+    (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),
 )
 
 #: Loggers that Lightning's ``rank_zero_info`` may write through: the last-imported of Lightning's packages
@@ -51,10 +60,17 @@ _RANK_ZERO_LOGGERS = (
     "lightning_fabric.utilities.rank_zero",
     "pytorch_lightning.utilities.rank_zero",
 )
-#: ``(logger, message prefix)`` of log records that only advertise: Lightning 2.6 suggests a cloud logger
-#: package at every ``Trainer`` creation (``rank_zero_info`` in its logger connector).
-ADVERTISEMENT_RECORDS: tuple[tuple[str, str], ...] = tuple(
-    (name, "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging") for name in _RANK_ZERO_LOGGERS
+#: ``(logger, message prefix)`` of harmless log records: Lightning 2.6 suggests a cloud logger package at
+#: every ``Trainer`` creation; and when ``anomalib train`` tests after fitting, it says that the callbacks our
+#: models configure (pre/post-processor, evaluator, prediction report) "override" those of the fit, which are
+#: the same ones (``rank_zero_info`` in its logger and callback connectors).
+HARMLESS_RECORDS: tuple[tuple[str, str], ...] = tuple(
+    (name, prefix)
+    for name in _RANK_ZERO_LOGGERS
+    for prefix in (
+        "\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging",
+        "The following callbacks returned in `LightningModule.configure_callbacks` will override",
+    )
 )
 
 #: ``(category, message regex)`` of the warnings anomalib 2.7's own modules raise while ``anomalib.models`` loads.
@@ -270,7 +286,7 @@ def dropped_records(rules: Iterable[tuple[str, str]]) -> Iterator[None]:
 @contextlib.contextmanager
 def quiet_cli_run() -> Iterator[None]:
     """One ``anomalib`` command with one of our models: records printed once, harmless noise silenced."""
-    with single_console_handler(), ignored_warnings(RUN_WARNINGS), dropped_records(ADVERTISEMENT_RECORDS):
+    with single_console_handler(), ignored_warnings(RUN_WARNINGS), dropped_records(HARMLESS_RECORDS):
         yield
 
 

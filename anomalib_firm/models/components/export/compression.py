@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
-from anomalib_firm.console import InputError
+from anomalib_firm.console import COMPRESSION_LOG_LEVELS, InputError, logger_levels
 from anomalib_firm.models.components.export.resizing import resize_like_the_model
 from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
 from anomalib_firm.models.components.scoring.feature_bank import FeatureBank
@@ -243,6 +243,20 @@ class ScorerPreservingExportMixin(LifecycleHost):
     ) -> ov.Model:
         """Compress with NNCF, the scorer kept in floating point (see the module docstring)."""
         del task
+        with logger_levels(COMPRESSION_LOG_LEVELS):
+            import nncf  # noqa: F401  (importing NNCF sets its logger's level: ours is applied after)
+        with logger_levels(COMPRESSION_LOG_LEVELS):
+            return self._compress_quietly(model, compression_type, datamodule, metric, max_drop)
+
+    def _compress_quietly(
+        self,
+        model: ov.Model,
+        compression_type: CompressionType | None,
+        datamodule: AnomalibDataModule | None,
+        metric: Metric | None,
+        max_drop: float,
+    ) -> ov.Model:
+        """:meth:`_compress_ov_model`'s work, under its log levels."""
         import nncf
 
         ignored = scorer_operations(model, scorer_statistics(self.model))
