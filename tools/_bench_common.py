@@ -11,6 +11,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -266,3 +267,23 @@ def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
     if images.shape[-2:] != (image_size, image_size):
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True)
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+class Progress:
+    """One line per finished job on stderr: what, its result, elapsed time and an estimate of what is left."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def step(self, what: str) -> None:
+        """Count one job as finished and print ``what`` with the elapsed time and the time left."""
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        print(
+            f"[{self.done}/{self.total}] {what} ({elapsed / 60:.1f} min so far, about {left / 60:.1f} min left)",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -189,6 +189,7 @@ def reference_rows(
         untrained = functools.partial(seeded_model, classes[model], init_args, config["seed"])
         model_data = {k: v for k, v in config["data"]["init_args"].items() if k != "category"}
         builders[f"{classes[model].__name__} before training (its scorer, starting network)"] = (untrained, model_data)
+    progress = common.Progress(len(builders) * len(args.classes))
     with tempfile.TemporaryDirectory() as workdir:
         for name, (build, arguments) in builders.items():
             table[name] = {}
@@ -200,6 +201,7 @@ def reference_rows(
                     table[name][category] = references.peer_auroc(build, datamodule, workdir)
                 else:
                     table[name][category] = references.starting_auroc(build(), datamodule)
+                progress.step(f"{name.split(' (')[0]}, class {category}: AUROC {table[name][category]:.3f}")
             durations[name] = time.perf_counter() - start
 
 
@@ -231,11 +233,14 @@ def main() -> None:
         print_table(args.protocol, args.classes, data_args, table, settings, durations)
     failures: list[str] = []
     models = [] if args.baseline_only else args.models
+    progress = common.Progress(len(models))
     for model in models:
         config = load_config(args.protocol, model, args.classes)
         workdir = (args.workdir / model).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_{model}_"))
         workdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        print(f"{model}: anomalib benchmark of {len(args.classes)} class(es) running; log {workdir / 'anomalib.log'}",
+              file=sys.stderr, flush=True)  # fmt: skip
         try:
             rows = run_benchmark(config, workdir)
         except BenchmarkFailedError as error:  # the other models still run; the exit status says it failed
@@ -245,6 +250,7 @@ def main() -> None:
         name = rows[0]["model.class_path"]
         durations[name] = time.perf_counter() - start
         table[name] = {int(row["data.init_args.category"]): float(row["image_AUROC"]) for row in rows}
+        progress.step(f"{model}: mean AUROC {np.mean(list(table[name].values())):.3f}; results in {workdir}")
         init_args = config["benchmark"]["model"]["init_args"]
         settings[name] = f"seed={config['benchmark']['seed']}, " + ", ".join(
             f"{key}={value}" for key, value in init_args.items() if key != "visualizer"

@@ -312,16 +312,18 @@ def main() -> None:
     print(common.hardware_description(CPU))
     print(f"load average at start: {common.load_average()}", flush=True)
     tables: list[list[Row]] = []
+    jobs = [(name, bank == "compact") for name in args.models for bank in (args.banks if name != "mcl" else ["full"])]
+    progress = common.Progress(len(args.categories) * len(jobs))
     for number, category in enumerate(args.categories):
         data = load_data(category)
         rows: list[Row] = []
         settings: list[str] = []
         with tempfile.TemporaryDirectory(prefix="anomalib_firm_bench_") as workdir:
-            for name in args.models:
-                for compact in [bank == "compact" for bank in args.banks] if name != "mcl" else [False]:
-                    model_rows, line = benchmark_model(name, compact, args, data, Path(workdir), timed=number == 0)
-                    rows += model_rows
-                    settings.append(line)
+            for name, compact in jobs:
+                model_rows, line = benchmark_model(name, compact, args, data, Path(workdir), timed=number == 0)
+                rows += model_rows
+                settings.append(line)
+                progress.step(f"class {category}, {name}{' (compact bank)' if compact else ''}: {len(model_rows)} rows")
         tables.append(rows)
         print()
         print(
