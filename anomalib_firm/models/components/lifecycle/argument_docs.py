@@ -66,3 +66,20 @@ def with_arguments(doc: str, entries: list[str]) -> str:
     while not lines[end - 1]:  # before the blank lines that close the section
         end -= 1
     return "\n".join([*lines[:end], *entries, *lines[end:]])
+
+
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`<]+?)(?:\s*<[^>]*>)?`")
+
+
+def plain_text(doc: str) -> str:
+    """``doc`` without the reStructuredText markup a terminal would show raw (``--model.help`` prints it).
+
+    ``x`` in double back-ticks becomes x; a role such as :meth:`~a.B.c` becomes ``c`` (its last part when
+    written with ``~``, else the whole target), :mod:`text <target>` becomes its text.
+    """
+
+    def role(match: re.Match[str]) -> str:
+        shortened, target = match.group(1), match.group(2).strip()
+        return target.rsplit(".", 1)[-1] if shortened else target
+
+    return _ROLE.sub(role, doc).replace("``", "")

@@ -40,11 +40,11 @@ import torch
 from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import AUROC, Evaluator
+from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 
 from anomalib_firm.console import TrainingDivergedError
 from anomalib_firm.models.components.evaluation.metrics import F1Score
@@ -56,6 +56,7 @@ from anomalib_firm.models.components.lifecycle.argument_docs import (
     MODEL_ARGUMENTS_DOC,
     SHARED_ARGUMENTS,
     argument_entries,
+    plain_text,
     with_arguments,
 )
 from anomalib_firm.models.components.lifecycle.checkpoint_state import RESUME_STATE_KEY, CheckpointStateMixin
@@ -157,8 +158,8 @@ class ContrastiveAnomalyMixin(
         bn_recalibration: BatchNormRecalibrationOption = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:
@@ -208,6 +209,8 @@ class ContrastiveAnomalyMixin(
         elif "__init__" not in vars(cls) and parent_doc and "Args:" not in (cls.__doc__ or ""):
             summary, _, details = inspect.cleandoc(parent_doc).partition("\n\n")
             cls.__doc__ = f"{summary}\n\n{inspect.cleandoc(cls.__doc__ or '')}\n\n{details}"
+        if cls.__doc__:  # the terminal shows it raw: no reStructuredText markup
+            cls.__doc__ = plain_text(cls.__doc__)
 
     # ----------------------------------------------------------------- anomalib contract
     @classmethod

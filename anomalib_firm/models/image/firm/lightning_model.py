@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
@@ -57,7 +59,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
 
     Args:
         backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar``, a torchvision ResNet-family name
-            (``resnet18``) or ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbones.names`).
+            (``resnet18``) or ``timm:<name>`` (the README lists the names).
         weights: ``None`` (default): a randomly initialised encoder, as in the paper. Or pretrained
             weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
@@ -153,8 +155,8 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:

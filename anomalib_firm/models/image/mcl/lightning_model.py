@@ -41,8 +41,9 @@ from typing import Any
 
 import torch
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
-from torch import nn
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
@@ -74,7 +75,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
     Args:
         backbone: Encoder: ``resnet18_cifar`` (default), ``resnet34_cifar`` (the paper's, slower and weaker
             on short runs: model README), a torchvision ResNet-family name (``resnet18``) or
-            ``timm:<name>`` (see :mod:`~anomalib_firm.models.components.backbones.names`).
+            ``timm:<name>`` (the README lists the names).
         weights: ``None`` (default): a randomly initialised encoder, as in the paper. Or pretrained
             weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
@@ -84,7 +85,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
         use_class_labels: Labelled multi-class ID: the data module's ``class_label`` of every
-            normal image is its class (needs an :mod:`anomalib_firm.data` data module).
+            normal image is its class (needs one of anomalib_firm's data modules).
             ``False``: one normal class, the labels are the rotations.
         num_classes: Normal classes ``C`` of the labelled mode; must equal the data module's
             ``num_normal_classes`` (it sizes the stored Gaussians, so it is a constructor
@@ -158,8 +159,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:

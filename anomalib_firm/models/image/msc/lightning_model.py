@@ -35,8 +35,9 @@ from typing import Any
 
 import torch
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from torch import nn
 
 from anomalib_firm.console import ignored_warnings
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
@@ -128,8 +129,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         compile_step: bool = False,
         max_epochs: int | None = None,
         val_every_n_epochs: int | None = None,
-        pre_processor: nn.Module | bool = True,
-        post_processor: nn.Module | bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
         evaluator: Any = True,
         visualizer: Any = True,
     ) -> None:
