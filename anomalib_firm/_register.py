@@ -193,7 +193,7 @@ def _export_beside_checkpoint(config: Any) -> None:
     """``anomalib export`` of our models without ``--export_root``: write into the checkpoint's run folder.
 
     anomalib writes every export to ``results/weights/<format>/model.*`` whatever the checkpoint, so
-    exporting a second model (or a second run) silently replaced the first (issue 32). A checkpoint
+    exporting a second model (or a second run) silently replaced the first. A checkpoint
     at ``<run>/weights/lightning/<name>.ckpt`` (where ``anomalib train`` saves it) exports to
     ``<run>/weights/<format>/``, beside it; another checkpoint to ``<its folder>/<its name>/weights/<format>/``.
     Compressed OpenVINO exports have their own file names (the models' ``to_openvino``).

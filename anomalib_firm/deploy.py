@@ -7,7 +7,7 @@ same results) except:
   Mahalanobis distances) differ in the third decimal, finer than bf16 resolves. On CPUs with bf16
   (AVX-512 BF16, AMX) OpenVINO computes in bf16 by default and GPUs in f16. Measured with the
   quick start's digits model on the 901 Digits test images (AVX-512 BF16 CPU): normalised scores
-  moved by up to 0.012 and 2 labels flipped (issue 15 saw 0.553 -> 0.481 for an anomalous image,
+  moved by up to 0.012 and 2 labels flipped (one anomalous image went from 0.553 to 0.481,
   across the 0.5 threshold). This inferencer compiles with
   ``INFERENCE_PRECISION_HINT: f32`` (:data:`SCORE_PRECISION`) on ``CPU``, ``GPU`` and ``AUTO``
   unless ``config`` names a precision. OpenVINO (2026.4) cannot carry this in the IR: its CPU

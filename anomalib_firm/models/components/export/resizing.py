@@ -5,7 +5,7 @@ validate, test, predict) but puts ``get_exportable_transform(transform)`` into e
 that function turns antialiasing off (ONNX has no antialiased resize: PyTorch's exporter refuses
 ``aten::_upsample_bilinear2d_aa`` at opsets 17 and 18). An antialiased ``Resize`` in the
 pre-processor therefore gave an image larger than ``image_size`` one score from ``anomalib
-predict`` and another from the exported model (issue 32: 0.268 vs 0.298). Our models resize
+predict`` and another from the exported model (0.268 against 0.298 for one 32 px image). Our models resize
 bilinearly without antialiasing everywhere, so both paths compute the same input.
 """
 

@@ -119,7 +119,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             current weights before every fit ("precise BN"). ``training_views`` (default): over
             seeded training views of the normal images (both flipped-rotated views, a few passes),
             the distribution the network trained on. ``normal_images`` (``True``): over the clean
-            normal images (the default until 2026-12-02). ``False``: the moving averages of
+            normal images. ``False``: the moving averages of
             training. The untrained network scores lower with recomputed statistics than with the
             initial mean 0 / variance 1, which make it an unnormalised random net close to raw
             pixels (README: measurements).
