@@ -65,14 +65,15 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
             dict file; loaded when training or a scorer fit starts, never into a network restored from a
             checkpoint. Every layer and BatchNorm still trains.
-        image_size: Side of the square network input (32 for CIFAR-like data).
+        image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
+            a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers of the projection head: 2 (default, one hidden layer) or the
             authors' 8. Through the 8-layer head at initialisation the first steps push the encoder
             away from its good random features and short runs end below the untrained network;
             with 2 the same runs learn (model README, "Projection head depth").
         embedding_dim: Embedding dimension of the head.
-        temperature: Loss temperature.
+        temperature: Loss temperature (0.2, the paper's); rarely worth changing.
         loss_layout: ``pairwise`` (paper) or ``concat`` (authors' packaged loss).
         loss: ``firm`` (default), or the paper's baselines on the same network, views, schedule
             and scoring: ``ntxent`` (own view the only positive) or ``supcon`` (Rot-SupCon: all
@@ -82,14 +83,17 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         crop_scale: Area range of the training RandomResizedCrop.
         jitter: Colour-jitter strength (brightness, contrast, saturation and hue).
         blur_probability: Probability of the Gaussian blur (kernel 3).
-        score: ``cos_k``, ``angled`` (default) or ``ensemble``.
-        num_neighbors: k of the k-NN score.
+        score: ``angled`` (default): the k-NN similarity averaged over the four rotations, each against
+            the bank of its rotation; ``cos_k``: the upright image only (4x faster to score);
+            ``ensemble``: ``angled`` over ``num_crops`` fixed crops (slower, sometimes steadier).
+        num_neighbors: k of the k-NN score (5, the paper's); fewer for very small normal sets.
         num_crops: Crops of the ``ensemble`` score.
         eval_zoom: Test view = resize by this factor and centre crop back (36/32 in the paper).
         bank_size: Keep at most this many bank features per view (``None``: all, the exact scorer),
             chosen when the bank is fitted by ``bank_sampling``: ``coreset`` (anomalib's
             k-center-greedy) or ``random`` (seeded by ``bank_seed``). See the README's compact banks.
-        bank_sampling: ``coreset`` (default) or ``random``.
+        bank_sampling: How ``bank_size`` picks the bank: ``coreset`` (default, anomalib's k-center
+            greedy, covers the normal set) or ``random`` (seeded, faster to build).
         bank_precision: ``float32`` (default) or ``float16`` bank storage (half the bank's bytes in
             checkpoints and exported models).
         bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).

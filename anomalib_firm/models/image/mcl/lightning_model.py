@@ -81,7 +81,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
             dict file; loaded when training or a scorer fit starts, never into a network restored from a
             checkpoint. Every layer and BatchNorm still trains.
-        image_size: Side of the square network input (32 for CIFAR-like data).
+        image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
+            a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
         use_class_labels: Labelled multi-class ID: the data module's ``class_label`` of every
@@ -101,7 +102,8 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         flip_probability: Probability of flipping the base image of a view (0.5).
         crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1, the paper's; 0.8 to 1 helped
             on 8x8 digits at 16 px and hurt on Fashion-MNIST, see the README).
-        combine: SEI view combiner: ``harmonic`` (paper), ``mean`` or ``min``.
+        combine: How SEI combines the 8 views' distances: ``harmonic`` (the paper's), ``mean`` or
+            ``min`` (for comparisons).
         covariance: Covariance estimator of the SEI Gaussians: ``ledoit_wolf`` (default) or ``oas``
             (shrinkage chosen from the data, for cells of tens to thousands of images), or ``sample``
             (the sample covariance, the ridge alone regularises it). Ledoit-Wolf scored 0.08-0.10

@@ -75,22 +75,25 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         frozen_modules: ``"msc"``: the paper's rule (ResNet-152 and other ResNets: ``conv1, bn1,
             layer1, layer2``; ResNet-18: none; EfficientNet-Lite0: stem and blocks 0-2), or a list of
             sub-module names of the network to freeze (``[]`` trains everything).
-        image_size: Side of the square network input (224 in the paper).
+        image_size: Side of the square network input: 224 in the paper; 64 on a CPU (the pretrained
+            features score better at 64 than at 32 px).
         temperature: NT-Xent temperature (0.25).
         angular_weight: 0 = plain MSC; > 0 = the authors' angular variant (shift by ``c / ||c||``, plus
             this weight times the views' mean squared distance to it; arXiv v1 uses 1).
         crop_scale: Area range of the training views' RandomResizedCrop (0.2 to 1, MoCo-v2's, the paper's).
-        num_neighbors: k of the k-NN score (2).
+        num_neighbors: k of the k-NN score (2, the paper's).
         eval_zoom: Evaluation view = zoom by this factor, then centre crop back (256 / 224: the
             paper's resize 256, centre crop 224); 1 disables it.
         bank_size: Keep at most this many bank features per view (``None``: all, the exact scorer),
             chosen when the bank is fitted by ``bank_sampling``: ``coreset`` (anomalib's
             k-center-greedy) or ``random`` (seeded by ``bank_seed``). See the README's compact banks.
-        bank_sampling: ``coreset`` (default) or ``random``.
+        bank_sampling: How ``bank_size`` picks the bank: ``coreset`` (default, anomalib's k-center
+            greedy, covers the normal set) or ``random`` (seeded, faster to build).
         bank_precision: ``float32`` (default) or ``float16`` bank storage (half the bank's bytes in
             checkpoints and exported models).
         bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).
-        lr: SGD learning rate (1e-5; constant, no schedule).
+        lr: SGD learning rate (1e-5, the paper's; constant). Larger rates collapse the pretrained
+            features within tens of steps at small budgets: choose it on the validation split.
         weight_decay: SGD weight decay (5e-5).
         momentum: SGD momentum (0 in the paper).
         bn_momentum: BatchNorm running-statistics momentum, the option FIRM and MCL share. MSC keeps
