@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import random
 import sys
 import types
 from collections.abc import Callable
@@ -67,20 +66,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
+from _speed_recipes import RECIPES, to_pil
 
-from anomalib_firm.models.components.backbones.networks import IMAGENET_MEAN, IMAGENET_STD
 from anomalib_firm.models.components.lifecycle.precision import native_bf16
-from anomalib_firm.models.image.firm.torch_model import CIFAR_MEAN, CIFAR_STD
 from anomalib_firm.registry import model_names
 
 MODELS = model_names()
-#: Backbone names of ``--msc-backbones`` and the weights each is built with.
-MSC_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-package", "resnet152": "random", "resnet18": "random"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -102,8 +97,8 @@ class Case:
 
     @property
     def images_per_step(self) -> int:
-        """Source images per step (FIRM/MCL expand each into 4 rotated items)."""
-        return self.batch_items if self.model == "msc" else self.batch_items // 4
+        """Source images per step (FIRM and MCL make 4 rotated items of each)."""
+        return self.batch_items // RECIPES[self.model].items_per_image
 
     @property
     def label(self) -> str:
@@ -129,39 +124,24 @@ class Result:
 
 def build_module(case: Case, mixed_precision: bool = True, compile_step: bool = False) -> nn.Module:
     """The package's Lightning model of ``case`` (no post-processing/evaluation components)."""
-    from anomalib_firm.models import Firm, Mcl, Msc
-
-    common_kwargs: dict[str, Any] = {
+    options: dict[str, Any] = {
         "post_processor": False,
         "evaluator": False,
         "visualizer": False,
         "mixed_precision": mixed_precision,
         "compile_step": compile_step,
     }
-    if case.model == "firm":
-        return Firm(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
-    if case.model == "mcl":
-        return Mcl(backbone=case.backbone, image_size=case.image_size, **common_kwargs)
-    weights = MSC_WEIGHTS.get(case.backbone, "random")
-    return Msc(backbone=case.backbone, weights=weights, image_size=case.image_size, **common_kwargs)
+    return RECIPES[case.model].build(case.backbone, case.image_size, options)
 
 
 def build_optimizer(module: nn.Module, case: Case) -> torch.optim.Optimizer:
     """The model's own SGD settings (no schedule: it costs nothing per step)."""
     parameters = [parameter for parameter in module.model.parameters() if parameter.requires_grad]
-    lr = module.learning_rate(case.batch_items) if case.model in ("firm", "mcl") else module.lr
-    nesterov = case.model == "mcl"
+    recipe = RECIPES[case.model]
+    lr, nesterov = recipe.learning_rate(module, case.batch_items), recipe.nesterov
     return torch.optim.SGD(
         parameters, lr=lr, momentum=module.momentum, weight_decay=module.weight_decay, nesterov=nesterov
     )
-
-
-def set_msc_center(module: nn.Module, images: torch.Tensor, device: torch.device, count: int = 256) -> None:
-    """MSC needs its fixed centre before the first step: computed from up to ``count`` normal images."""
-    batches = (
-        images[start : start + 64].to(device).float().div(255) for start in range(0, min(count, len(images)), 64)
-    )
-    module.compute_center(batches)
 
 
 # --------------------------------------------------------------------------- ours
@@ -207,7 +187,7 @@ def ours_input_step(module: nn.Module, case: Case, images: torch.Tensor, device:
 
     def step() -> torch.Tensor:
         batch = images[stream.next()].float().div_(255)
-        items = batch if case.model == "msc" else expand_rotations(batch)[0]
+        items = expand_rotations(batch)[0] if RECIPES[case.model].items_per_image == 4 else batch
         with torch.no_grad():
             return torch.cat([module.views(items), module.views(items)])
 
@@ -215,135 +195,10 @@ def ours_input_step(module: nn.Module, case: Case, images: torch.Tensor, device:
 
 
 # --------------------------------------------------------------------------- paper-style
-class PilGaussianBlur:
-    """MoCo-v2's blur: PIL ``ImageFilter.GaussianBlur`` with a radius drawn from ``sigma`` (MSC's code)."""
-
-    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
-        self.sigma = sigma
-
-    def __call__(self, image: Any) -> Any:
-        """Blur one PIL image."""
-        from PIL import ImageFilter
-
-        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
-
-
-def paper_transform(case: Case) -> Callable[[Any], torch.Tensor]:
-    """Per-image torchvision transform of one view, as the paper lists it for the model."""
-    from torchvision import transforms as T
-
-    size = case.image_size
-    if case.model == "firm":
-        return T.Compose(
-            [
-                T.RandomResizedCrop(size, scale=(0.25, 1.0), ratio=(1.0, 1.0)),
-                T.ColorJitter(0.4, 0.4, 0.4, 0.4),
-                T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.75),
-                T.ToTensor(),
-                T.Normalize(CIFAR_MEAN, CIFAR_STD),
-            ]
-        )
-    if case.model == "mcl":
-        return T.Compose(
-            [
-                T.RandomResizedCrop(size, scale=(0.08, 1.0)),
-                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-                T.RandomGrayscale(p=0.2),
-                T.ToTensor(),
-            ]
-        )
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([PilGaussianBlur((0.1, 2.0))], p=0.5),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
-def to_pil(images: torch.Tensor) -> list[Any]:
-    """uint8 ``(N, 3, H, W)`` -> list of RGB PIL images."""
-    from PIL import Image
-
-    return [Image.fromarray(image.permute(1, 2, 0).numpy(), mode="RGB") for image in images.cpu()]
-
-
-def rotate_pil(image: Any, rotation: int) -> Any:
-    """Rotate a PIL image by ``rotation`` quarter turns counter-clockwise (as ``torch.rot90``)."""
-    from PIL import Image
-
-    turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
-    return image if rotation == 0 else image.transpose(turns[rotation])
-
-
-class FirmRotationDataset(Dataset):
-    """FIRM authors' layout: 4n items, every image and its 3 rotations as separate PIL images."""
-
-    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
-        self.items = [(rotate_pil(image, rotation), rotation) for rotation in range(4) for image in images]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image, rotation = self.items[index]
-        return self.transform(image), self.transform(image), rotation
-
-
-class MclRotationDataset(Dataset):
-    """MCL layout: every item returns its 4 rotations, two views each (base flip p 0.5 per view)."""
-
-    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
-        self.images = images
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def _view(self, rotation: int, base: Any) -> torch.Tensor:
-        from PIL import Image
-
-        flipped = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if random.random() < 0.5 else base
-        return self.transform(rotate_pil(flipped, rotation))
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        base = self.images[index]
-        view1 = torch.stack([self._view(rotation, base) for rotation in range(4)])
-        view2 = torch.stack([self._view(rotation, base) for rotation in range(4)])
-        return view1, view2
-
-
-class TwoViewDataset(Dataset):
-    """MSC layout: every item returns two views of its image."""
-
-    def __init__(self, images: list[Any], transform: Callable[[Any], torch.Tensor]) -> None:
-        self.images = images
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        return self.transform(image), self.transform(image)
-
-
 def paper_loader(case: Case, images: torch.Tensor, total_steps: int, workers: int, device: torch.device) -> DataLoader:
     """DataLoader of the paper-style dataset, shuffled, enough batches for ``total_steps``."""
-    pil_images = to_pil(images)
-    transform = paper_transform(case)
-    if case.model == "firm":
-        dataset: Dataset = FirmRotationDataset(pil_images, transform)
-        batch = case.batch_items
-    elif case.model == "mcl":
-        dataset, batch = MclRotationDataset(pil_images, transform), case.images_per_step
-    else:
-        dataset, batch = TwoViewDataset(pil_images, transform), case.batch_items
+    recipe = RECIPES[case.model]
+    dataset, batch = recipe.paper_dataset(to_pil(images), recipe.paper_transform(case.image_size), case.batch_items)
     sampler = RandomSampler(dataset, num_samples=total_steps * batch)
     return DataLoader(
         dataset,
@@ -357,44 +212,11 @@ def paper_loader(case: Case, images: torch.Tensor, total_steps: int, workers: in
 
 def paper_step(module: nn.Module, case: Case, loader: DataLoader, device: torch.device) -> Callable[[], torch.Tensor]:
     """One training step of the paper-style pipeline: next loader batch, network, loss, backward, SGD."""
-    from _mcl_per_row_loss import naive_mcl_loss
-
-    from anomalib_firm.models.image.mcl.loss import sample_partners
-
     optimizer = build_optimizer(module, case)
-    network = module.model
     batches = iter(loader)
 
     def loss_of(batch: Any) -> torch.Tensor:
-        if case.model == "firm":
-            view1, view2, rotations = batch
-            views = torch.cat([view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)])
-            z1, z2 = network.head(network.encoder(views)).chunk(2)  # normalised in the transforms
-            return module.loss(z1, z2, rotations.to(device, non_blocking=True) == 0)
-        if case.model == "mcl":
-            view1, view2 = batch  # (B, 4, 3, S, S) each -> rotation-major (4B, 3, S, S)
-            views = torch.cat(
-                [view.to(device, non_blocking=True).transpose(0, 1).flatten(0, 1) for view in (view1, view2)]
-            )
-            z1, z2 = network.embed(views).chunk(2)
-            labels = torch.arange(4, device=device).repeat_interleave(view1.shape[0])
-            loss_fn = module.loss
-            return naive_mcl_loss(
-                z1,
-                z2,
-                labels,
-                sample_partners(labels),
-                num_classes=1,
-                temperature=loss_fn.temperature,
-                alpha=loss_fn.alpha,
-                beta=loss_fn.beta,
-                spa_weight=loss_fn.spa_weight,
-                missing_partner="exclude",
-            )[0]
-        view1, view2 = batch
-        views = torch.cat([view1.to(device, non_blocking=True), view2.to(device, non_blocking=True)])
-        z1, z2 = F.normalize(network.backbone(views), dim=-1).chunk(2)  # ImageNet-normalised in the transforms
-        return module.loss(z1, z2, network.center)
+        return RECIPES[case.model].paper_loss(module, batch, device)
 
     def step() -> torch.Tensor:
         loss = loss_of(next(batches))
@@ -425,8 +247,7 @@ def measure(case: Case, pipeline: str, normal: torch.Tensor, args: argparse.Name
         torch.cuda.reset_peak_memory_stats(device)
     module = build_module(case, mixed_precision=pipeline != "ours fp32", compile_step=pipeline == "ours compiled")
     module = module.to(device).train()
-    if case.model == "msc":
-        set_msc_center(module, normal, device)
+    RECIPES[case.model].prepare(module, normal, device)
     if pipeline.startswith("ours"):
         module.prepare_training()  # what on_fit_start does under a Trainer: channels_last, compilation
         step = ours_step(module, case, normal.to(device), device)
@@ -537,16 +358,7 @@ def cases_of(args: argparse.Namespace) -> list[Case]:
     """All (model, backbone, batch) combinations asked for."""
     cases: list[Case] = []
     for model in args.models:
-        if model == "firm":
-            cases += [Case("firm", args.firm_backbone, args.firm_image_size, batch) for batch in args.firm_batch]
-        elif model == "mcl":
-            cases += [Case("mcl", args.mcl_backbone, args.mcl_image_size, batch) for batch in args.mcl_batch]
-        else:
-            cases += [
-                Case("msc", backbone, args.msc_image_size, batch)
-                for backbone in args.msc_backbones
-                for batch in args.msc_batch
-            ]
+        cases += [Case(model, *case) for case in RECIPES[model].cases(args)]
     return cases
 
 
