@@ -189,13 +189,39 @@ def _validation_batches(datamodule: AnomalibDataModule, size: tuple[int, int] | 
 
 
 class ScorerPreservingExportMixin(LifecycleHost):
-    """Overrides anomalib's NNCF step of ``to_openvino`` for models whose graph ends in a scorer.
+    """Quiet ONNX export, and anomalib's NNCF step of ``to_openvino`` for models whose graph ends in a scorer.
 
     Put before anomalib's ``ExportMixin`` in the bases (the models' mixin does). ``FP16`` is
     anomalib's (weights and scorer statistics stored in half precision, computed in the
     runtime's precision); ``INT8``, ``INT8_PTQ`` and ``INT8_ACQ`` leave the operations
     :func:`scorer_operations` finds in floating point.
     """
+
+    def to_onnx(  # type: ignore[override]  # as anomalib's ExportMixin.to_onnx, which already differs from Lightning's
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """ONNX export as anomalib's (also the first step of ``to_openvino``), quiet unless something fails.
+
+        Exports at opset 18, the dynamo exporter's own (anomalib asks for 14, which the exporter
+        cannot reach for these graphs: it logged a failed conversion with a traceback and kept 18),
+        without the exporter's progress prints and INFO logs (:func:`anomalib_firm.console.quiet_export`).
+        Both defaults yield to ``opset_version`` / ``verbose`` in ``kwargs``. A fixed ``input_size`` is
+        logged with what it means for inference (:func:`anomalib_firm.deploy.log_fixed_input_size`).
+        """
+        from anomalib_firm.console import quiet_export
+
+        kwargs.setdefault("opset_version", 18)
+        kwargs.setdefault("verbose", False)
+        if input_size is not None:
+            from anomalib_firm.deploy import log_fixed_input_size
+
+            log_fixed_input_size(input_size)
+        with quiet_export():
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_openvino(
         self,

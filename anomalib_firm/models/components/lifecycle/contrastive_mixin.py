@@ -9,20 +9,22 @@ responsibility:
 - here: the anomalib defaults (pre-processor: resize only, normalisation happens inside the torch
   model, so batched training augmentations work on [0, 1] images and exports include it;
   post-processor: anomalib's, with a score normalisation that keeps the raw scores' order
-  (:mod:`.post_processing`), so the image AUROC anomalib reports is the raw scores' AUROC; image
-  metrics only; quiet ONNX export), the checks before training (:mod:`.training_data`) and the
+  (:mod:`..evaluation.post_processing`), so the image AUROC anomalib reports is the raw scores' AUROC; image
+  metrics only), the checks before training (:mod:`.training_data`) and the
   training step, whose non-finite loss stops training with a clear error (checked one step late on
   an accelerator, so training never waits for the device);
 - :mod:`.scorer_fitting`: the scorer is re-fitted on the normal training images at the start of
   validation, test and prediction whenever the network has trained since the last fit, after
   recomputing the BatchNorm statistics with the current weights (``bn_recalibration``,
-  :mod:`.batch_norm`); under DDP it is fitted on rank 0 and broadcast, and evaluation counts every
+  :mod:`..backbones.batch_norm`); under DDP it is fitted on rank 0 and broadcast, and evaluation counts every
   image once (:mod:`.distributed`);
 - :mod:`.precision`: bf16 autocast and channels_last (``mixed_precision``) where the device computes
   bf16 natively (CUDA, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere. Scorers are fitted in fp32;
 - :mod:`.checkpoint_state`: resuming (``--ckpt_path last.ckpt``) continues as the uninterrupted run
   (random streams, NaN guard, scorer state in the checkpoint; the model's name and network checked);
-- :mod:`.compression`: compressed OpenVINO exports keep the scorer in floating point.
+- :mod:`..export.compression`: quiet ONNX export; compressed OpenVINO exports keep the scorer in floating point.
+
+What a model provides to this mixin, and what runs at fit start: :mod:`.contract`.
 
 :class:`NormalBatch` (what ``fit_scorer`` receives) and :class:`TrainingLoss` (what ``training_loss``
 returns) are importable from here.
@@ -33,7 +35,6 @@ from __future__ import annotations
 import inspect
 import logging
 from abc import abstractmethod
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -255,32 +256,6 @@ class ContrastiveAnomalyMixin(
         from anomalib_firm.models.components.lifecycle.prediction_report import PredictionReport
 
         return [*super().configure_callbacks(), PredictionReport()]  # type: ignore[misc]  # anomalib's configure_callbacks returns a list
-
-    def to_onnx(  # type: ignore[override]  # as anomalib's ExportMixin.to_onnx, which already differs from Lightning's
-        self,
-        export_root: Path | str,
-        model_file_name: str = "model",
-        input_size: tuple[int, int] | None = None,
-        **kwargs: Any,
-    ) -> Path:
-        """ONNX export as anomalib's (also the first step of ``to_openvino``), quiet unless something fails.
-
-        Exports at opset 18, the dynamo exporter's own (anomalib asks for 14, which the exporter
-        cannot reach for these graphs: it logged a failed conversion with a traceback and kept 18),
-        without the exporter's progress prints and INFO logs (:func:`anomalib_firm.console.quiet_export`).
-        Both defaults yield to ``opset_version`` / ``verbose`` in ``kwargs``. A fixed ``input_size`` is
-        logged with what it means for inference (:func:`anomalib_firm.deploy.log_fixed_input_size`).
-        """
-        from anomalib_firm.console import quiet_export
-
-        kwargs.setdefault("opset_version", 18)
-        kwargs.setdefault("verbose", False)
-        if input_size is not None:
-            from anomalib_firm.deploy import log_fixed_input_size
-
-            log_fixed_input_size(input_size)
-        with quiet_export():
-            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
