@@ -107,10 +107,11 @@ def test_engine_fit_and_test(tmp_path, accelerator):
 
 
 def test_our_models_draw_in_memory_images_by_default():
-    from anomalib_firm.models import Firm, Mcl, Msc
+    from anomalib_firm import models
+    from anomalib_firm.registry import MODELS
 
-    for model in (Firm, Msc, Mcl):
-        assert type(model.configure_visualizer()) is InMemoryImageVisualizer
+    for name in MODELS:
+        assert type(getattr(models, name).configure_visualizer()) is InMemoryImageVisualizer
 
 
 def _config_overrides(name: str, tmp_path: Path) -> dict[str, str]:
