@@ -42,7 +42,7 @@ step drops ``L_spa`` for the whole batch inside a bare ``try``. Here the rule is
 
 The implementation is fully vectorised: one similarity matmul, an ``(N, N)`` item weight matrix
 broadcast over the four view blocks, two ``cross_entropy`` calls; no Python loop over rows.
-A per-row reference lives with the tests (``tests/mcl_reference.py``).
+A per-row version, written from the formula, is ``tools/_mcl_per_row_loss.py`` (the tests compare against it).
 """
 
 from __future__ import annotations
