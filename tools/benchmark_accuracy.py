@@ -177,12 +177,13 @@ def reference_rows(
     args: argparse.Namespace, data_args: dict, table: dict[str, dict[int, float]], durations: dict[str, float]
 ) -> None:
     """Add to ``table`` anomalib's models on the Lite0 weights and each of ``args.models`` before training."""
+    from anomalib_firm import models
     from anomalib_firm.data import FashionMNIST
-    from anomalib_firm.models import Firm, Mcl, Msc
+    from anomalib_firm.registry import MODELS as MODEL_PACKAGES
 
     whole_class = data_args.get("max_train_images") is None
     builders = {name: (build, data_args) for name, build in references.peer_models(whole_class).items()}
-    classes = {"firm": Firm, "msc": Msc, "mcl": Mcl}
+    classes = {name.lower(): getattr(models, name) for name in MODEL_PACKAGES}
     for model in args.models:
         config = load_config(args.protocol, model, args.classes)["benchmark"]
         init_args = {**config["model"]["init_args"], "visualizer": False, "evaluator": False}
