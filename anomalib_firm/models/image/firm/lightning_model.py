@@ -67,27 +67,32 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             checkpoint. Every layer and BatchNorm still trains.
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
-        head_hidden_dim: Hidden width of the projection head.
+        head_hidden_dim: Hidden width of the projection head (1024); smaller (e.g. 256) trains faster on
+            a CPU at little cost on small images.
         head_layers: Linear layers of the projection head: 2 (default, one hidden layer) or the
             authors' 8. Through the 8-layer head at initialisation the first steps push the encoder
             away from its good random features and short runs end below the untrained network;
             with 2 the same runs learn (model README, "Projection head depth").
-        embedding_dim: Embedding dimension of the head.
+        embedding_dim: Output dimension of the head the loss sees (128, the paper's); rarely worth changing.
         temperature: Loss temperature (0.2, the paper's); rarely worth changing.
-        loss_layout: ``pairwise`` (paper) or ``concat`` (authors' packaged loss).
+        loss_layout: ``pairwise`` (the paper's formula) or ``concat`` (the authors' packaged loss, 2N x 2N);
+            change it only to reproduce their code.
         loss: ``firm`` (default), or the paper's baselines on the same network, views, schedule
             and scoring: ``ntxent`` (own view the only positive) or ``supcon`` (Rot-SupCon: all
             items of the same rotation are positives).
         use_class_labels: Multi-class ID: inliers are positives only of inliers of the same
             class (needs a data module providing ``class_label``, e.g. several categories).
-        crop_scale: Area range of the training RandomResizedCrop.
-        jitter: Colour-jitter strength (brightness, contrast, saturation and hue).
-        blur_probability: Probability of the Gaussian blur (kernel 3).
+        crop_scale: Area range of the training views' square crops (0.25-1, the authors'); raise the lower
+            bound when anomalies are small details that a crop would cut away.
+        jitter: Colour-jitter strength of brightness, contrast, saturation and hue (0.4); lower it when
+            colour itself tells normal from anomalous.
+        blur_probability: Probability of the views' Gaussian blur, kernel 3 (0.75, the authors'); lower it
+            when anomalies are fine texture.
         score: ``angled`` (default): the k-NN similarity averaged over the four rotations, each against
             the bank of its rotation; ``cos_k``: the upright image only (4x faster to score);
             ``ensemble``: ``angled`` over ``num_crops`` fixed crops (slower, sometimes steadier).
         num_neighbors: k of the k-NN score (5, the paper's); fewer for very small normal sets.
-        num_crops: Crops of the ``ensemble`` score.
+        num_crops: Fixed crops the ``ensemble`` score averages over (10); more is slower and steadier.
         eval_zoom: Test view = resize by this factor and centre crop back (36/32 in the paper).
         bank_size: Keep at most this many bank features per view (``None``: all, the exact scorer),
             chosen when the bank is fitted by ``bank_sampling``: ``coreset`` (anomalib's
@@ -102,11 +107,12 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         scale_lr: Apply that linear scaling rule (0.04 at the data modules' 32 images per step).
             Off by default: on short Fashion-MNIST runs it helped one class of four and hurt three
             (model README).
-        momentum: SGD momentum when ``momentum_range`` is ``None``.
+        momentum: SGD momentum when ``momentum_range`` is ``None`` (0.9).
         momentum_range: ``(min, max)`` SGD momentum cycled against the one-cycle learning rate (the
             authors' ``OneCycleLR`` default, 0.95 -> 0.85 -> 0.95); ``None`` keeps ``momentum`` fixed.
-        weight_decay: SGD weight decay.
-        warmup_fraction: Warm-up share of the one-cycle schedule.
+        weight_decay: SGD weight decay (3e-4, the authors'); rarely worth changing.
+        warmup_fraction: Share of the steps the one-cycle schedule warms up over (0.01); raise it (e.g. 0.1)
+            if the first steps of a large-batch run diverge.
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention, weight of the
             newest batch), what the bank uses with ``bn_recalibration=False``. The authors' 0.9 makes
             those statistics follow the trained weights; PyTorch's default 0.1 lags behind them for

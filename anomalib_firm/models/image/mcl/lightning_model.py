@@ -83,7 +83,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             checkpoint. Every layer and BatchNorm still trains.
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
-        head_hidden_dim: Hidden width of the MLP head (2048).
+        head_hidden_dim: Hidden width of the MLP head (2048, the paper's); smaller trains faster on a CPU.
         embedding_dim: Output dimension of the head (128); loss and score use it L2-normalised.
         use_class_labels: Labelled multi-class ID: the data module's ``class_label`` of every
             normal image is its class (needs one of anomalib_firm's data modules).
@@ -91,15 +91,18 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         num_classes: Normal classes ``C`` of the labelled mode; must equal the data module's
             ``num_normal_classes`` (it sizes the stored Gaussians, so it is a constructor
             argument). Must be 1 in one-class mode.
-        temperature: Loss temperature ``t`` (0.2).
-        alpha: Loss weight of another item of the same class and rotation (0.05).
+        temperature: Loss temperature ``t`` (0.2, the paper's; 0.5 was worse on short runs).
+        alpha: Loss weight of another item of the same class and rotation (0.05, the paper's); keep it
+            small, it is what keeps items of one class apart.
         beta: Loss weight of the same class in another rotation (2.0; labelled mode only: in
             one-class mode the rotations are the loss's classes).
-        spa_weight: Weight of the stochastic positive attraction term (1.0).
+        spa_weight: Weight of the stochastic positive attraction term (1.0, the paper's); 0 turns the
+            term off (an ablation).
         missing_partner: What the SPA term does for an item whose label no other item in the
             batch carries: ``exclude`` (default), ``own_view`` or ``raise``
             (see :class:`MaskedContrastiveLoss`).
-        flip_probability: Probability of flipping the base image of a view (0.5).
+        flip_probability: Probability of flipping the base image of a view (0.5); 0 when a mirrored part
+            is an anomaly.
         crop_scale: Area range of the views' RandomResizedCrop (0.08 to 1, the paper's; 0.8 to 1 helped
             on 8x8 digits at 16 px and hurt on Fashion-MNIST, see the README).
         combine: How SEI combines the 8 views' distances: ``harmonic`` (the paper's), ``mean`` or
@@ -108,12 +111,13 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             (shrinkage chosen from the data, for cells of tens to thousands of images), or ``sample``
             (the sample covariance, the ridge alone regularises it). Ledoit-Wolf scored 0.08-0.10
             higher at every epoch on a 91-image digits task, within noise on 300 images (README).
-        ridge: Relative diagonal loading added to the Gaussians' covariances.
+        ridge: Diagonal loading of the Gaussians' covariances, relative to their mean variance (1e-3); raise
+            it if the scores of normal images are very spread with few training images.
         lr: Base SGD learning rate for a batch of 256 items; the optimiser uses
             ``lr x items / 256`` with ``items = 4 x images per step`` when ``scale_lr``.
         scale_lr: Apply the linear scaling rule above (paper: 0.3 x 1,024 / 256 = 1.2).
-        momentum: SGD (Nesterov) momentum.
-        weight_decay: SGD weight decay.
+        momentum: SGD (Nesterov) momentum (0.9, the paper's).
+        weight_decay: SGD weight decay (1e-6, the paper's); rarely worth changing.
         lr_floor: The cosine schedule ends at ``lr_floor x lr`` (the authors' ``eta_min``: 5e-4).
         bn_momentum: BatchNorm running-statistics momentum (PyTorch's convention); ``None`` keeps
             PyTorch's 0.1, as the authors' torchvision ResNet (0.9 scored lower on the digits task).

@@ -77,7 +77,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
             sub-module names of the network to freeze (``[]`` trains everything).
         image_size: Side of the square network input: 224 in the paper; 64 on a CPU (the pretrained
             features score better at 64 than at 32 px).
-        temperature: NT-Xent temperature (0.25).
+        temperature: NT-Xent temperature (0.25, the paper's); rarely worth changing.
         angular_weight: 0 = plain MSC; > 0 = the authors' angular variant (shift by ``c / ||c||``, plus
             this weight times the views' mean squared distance to it; arXiv v1 uses 1).
         crop_scale: Area range of the training views' RandomResizedCrop (0.2 to 1, MoCo-v2's, the paper's).
@@ -94,8 +94,8 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         bank_seed: Seed of the bank subsampling (random subset; the coreset's start and projection).
         lr: SGD learning rate (1e-5, the paper's; constant). Larger rates collapse the pretrained
             features within tens of steps at small budgets: choose it on the validation split.
-        weight_decay: SGD weight decay (5e-5).
-        momentum: SGD momentum (0 in the paper).
+        weight_decay: SGD weight decay (5e-5, the paper's); rarely worth changing.
+        momentum: SGD momentum (0, the paper's); with momentum 0.9 the effective step is 10x: lower ``lr``.
         bn_momentum: BatchNorm running-statistics momentum, the option FIRM and MCL share. MSC keeps
             every BatchNorm layer in eval mode (the paper's rule: the ImageNet statistics never
             update, so the fixed centre stays valid), so it changes nothing in training or scoring;
