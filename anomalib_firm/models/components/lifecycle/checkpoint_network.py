@@ -144,16 +144,16 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
     saved = dict(checkpoint.get("hyper_parameters") or {})
     built = dict(getattr(module, "hparams", None) or {})
     defaults = _constructor_defaults(type(module))
-    rebuilds = isinstance(module, RebuildsNetwork)
-    network_arguments = module.network_arguments if isinstance(module, RebuildsNetwork) else DEFAULT_NETWORK_ARGUMENTS
+    rebuilder = module if isinstance(module, RebuildsNetwork) else None
+    network_arguments = rebuilder.network_arguments if rebuilder is not None else DEFAULT_NETWORK_ARGUMENTS
     named = _named_differences(saved, built, network_arguments)
-    if isinstance(module, RebuildsNetwork) and named and all(_left_at_default(name, built, defaults) for name in named):
+    if rebuilder is not None and named and all(_left_at_default(name, built, defaults) for name in named):
         arguments = {
             name: saved[name] if name in saved and _left_at_default(name, built, defaults) else built[name]
             for name in network_arguments
             if name in built
         }
-        module.rebuild_network(arguments)
+        rebuilder.rebuild_network(arguments)
         taken = ", ".join(f"{name}={saved[name]!r}" for name in named)
         logger.info(
             "%s: the checkpoint's network has %s; rebuilt with the checkpoint's settings.", _name(module), taken
@@ -162,7 +162,7 @@ def match_checkpoint_network(module: nn.Module, checkpoint: Mapping[str, Any]) -
         if problem is None:
             return
         named = _named_differences(saved, dict(getattr(module, "hparams", None) or {}), network_arguments)
-    raise InputError(_message(module, problem, named, can_rebuild=rebuilds))
+    raise InputError(_message(module, problem, named, can_rebuild=rebuilder is not None))
 
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:

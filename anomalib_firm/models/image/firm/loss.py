@@ -17,7 +17,7 @@ options here (``objective``), so the comparison runs through the same code:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -140,9 +140,9 @@ class FirmLoss(nn.Module):
         """
         _check_shapes(view1, view2, is_inlier, class_labels)
         if gathering(self.gather_distributed):
-            view1, view2, is_inlier = gather_batch(view1, view2, is_inlier)
-            class_labels = gather_batch(class_labels)[0] if class_labels is not None else None
-            rotation_ids = gather_batch(rotation_ids)[0] if rotation_ids is not None else None
+            gathered = gather_batch(view1, view2, is_inlier, class_labels, rotation_ids)  # one call: one size exchange
+            view1, view2, is_inlier = cast("tuple[torch.Tensor, torch.Tensor, torch.Tensor]", gathered[:3])
+            class_labels, rotation_ids = gathered[3:]
         positives = firm_positive_mask(is_inlier, class_labels, self.layout, self.objective, rotation_ids)
         if self.layout == "pairwise":
             logits = view1 @ view2.T / self.temperature
