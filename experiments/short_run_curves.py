@@ -105,6 +105,43 @@ def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str) -> float:
     return validation_auroc(scored, dm)
 
 
+def pooled_knn_auroc(model: Any, dm: Any, num_neighbors: int = 2) -> float:
+    """Validation AUROC of a cosine k-NN on the network's pooled encoder features (DN2 / MSC's scorer).
+
+    Evaluation view as MSC's (zoom 256 / 224, centre crop back), BatchNorm layers with their moving
+    averages (eval mode), features L2-normalised; bank = the normal training images. For FIRM and
+    MCL trained from pretrained weights this scores their encoder as MSC scores its network.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
+    from anomalib_firm.models.components.views.augmentations import crop_and_resize
+    from anomalib_firm.models.image.msc.torch_model import MSC_EVAL_ZOOM, centre_box
+
+    network = model.model
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        images = model._resized_on_device(images)
+        box = centre_box(MSC_EVAL_ZOOM).to(images.device).expand(images.shape[0], 4)
+        view = crop_and_resize(images, box, (images.shape[-2], images.shape[-1]))
+        if hasattr(network, "features"):  # MSC: normalised features of its evaluation view
+            return network.features(images)
+        pooled = network.encoder(network.normalize(view) if hasattr(network, "normalize") else view)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+    was_training = network.training
+    network.eval()
+    with torch.no_grad(), preserved_random_state():
+        bank = torch.cat([features(batch.image) for batch in dm.train_dataloader()])
+        scores, labels = [], []
+        for batch in dm.val_dataloader():
+            similarity = features(batch.image) @ bank.T
+            scores.append(-similarity.topk(num_neighbors, dim=1).values.mean(dim=1))
+            labels.append(torch.as_tensor(batch.gt_label).long())
+    network.train(was_training)
+    return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
+
+
 def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: int) -> tuple[Any, Any, Any, Any]:
     """A fresh model ready to train on ``dm`` for ``epochs``: ``(model, train loader, optimiser, scheduler or None)``.
 
@@ -172,14 +209,25 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
     train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
-    curves = {mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics}
+    # The pooled k-NN first: the model's own scorer may recalibrate the BatchNorm statistics in place.
+    curves = {"pooled 2-NN": [pooled_knn_auroc(model, dm)]} if args.pooled_knn else {}
+    curves.update({mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics})
     losses = []
     for epoch in range(1, args.epochs + 1):
         losses += train_one_epoch(model, loader, optimizer, scheduler)
         if epoch % args.every == 0 or epoch == args.epochs:
             for mode, curve in curves.items():
-                curve.append(scored_validation_auroc(model, dm, mode))
-    return {"task": task, "seed": seed, "raw": raw, "curves": curves, "loss": (losses[0], losses[-1])}
+                if mode == "pooled 2-NN":
+                    curve.append(pooled_knn_auroc(model, dm))
+                else:
+                    curve.append(scored_validation_auroc(model, dm, mode))
+    return {
+        "task": task,
+        "seed": seed,
+        "raw": raw,
+        "curves": curves,
+        "loss": (losses[0], losses[-1]) if losses else (float("nan"), float("nan")),
+    }
 
 
 def main() -> None:
@@ -204,6 +252,11 @@ def main() -> None:
         choices=("model", "moving", "normal_images", "training_views"),
         default=["model"],
         help="score every point with each: the model's own bn_recalibration, or this one on a copy",
+    )
+    parser.add_argument(
+        "--pooled-knn",
+        action="store_true",
+        help="also score every point with a cosine 2-NN on the pooled encoder features (MSC's scorer)",
     )
     args = parser.parse_args()
     if "training_views" in args.bn_statistics and args.model == "msc":
