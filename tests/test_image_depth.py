@@ -65,3 +65,25 @@ def test_folder_check_refuses_naming_the_16_bit_files(tmp_path):
     assert "Folder" in message
     assert "convert('RGB')" in message
     assert "8-bit" in message
+
+
+def test_folder_check_opens_each_split_once_across_fit_and_test(tmp_path, monkeypatch):
+    root = write_digits_folder(tmp_path / "data", num_train=6, num_test=4)
+    datamodule = digits_folder_datamodule(root, train_batch_size=4)
+    datamodule.setup()
+    opened: list[str] = []
+    original_open = Image.open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return original_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    verified: set[int] = set()
+    verify_image_files(datamodule, verified)  # fit
+    num_files = len(opened)
+    assert num_files == len(datamodule.train_data) + len(datamodule.val_data) + len(datamodule.test_data)
+    verify_image_files(datamodule, verified)  # test, same data: nothing opened again
+    assert len(opened) == num_files
+    verify_image_files(datamodule)  # no record kept: every file again
+    assert len(opened) == 2 * num_files

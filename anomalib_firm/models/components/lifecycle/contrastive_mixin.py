@@ -189,6 +189,7 @@ class ContrastiveAnomalyMixin(
         self.val_every_n_epochs = val_every_n_epochs
         self._pending_loss: torch.Tensor | None = None  # last loss, checked one step late on an accelerator
         self._init_checkpoint_state()
+        self._verified_datasets: set[int] = set()  # splits whose image files were opened (verify_image_files)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Complete a model's docstring with the option descriptions ``--model.help`` reads from it.
@@ -312,7 +313,7 @@ class ContrastiveAnomalyMixin(
         super().setup(stage)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and stage in ("fit", "validate", "test"):
-            verify_image_files(datamodule)
+            verify_image_files(datamodule, self._verified_datasets)
         cap_loader_workers(datamodule)
 
     # ----------------------------------------------------------------- training

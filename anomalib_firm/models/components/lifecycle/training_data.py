@@ -53,7 +53,7 @@ def check_enough_images(datamodule: Any, minimum: int, model_name: str) -> None:
         raise InputError(msg)
 
 
-def verify_image_files(datamodule: Any) -> None:
+def verify_image_files(datamodule: Any, verified: set[int] | None = None) -> None:
     """Open every image file of the train/val/test splits once, before the model sees any.
 
     A corrupt or unreadable file would otherwise stop the run mid-way (or only at test time,
@@ -62,6 +62,11 @@ def verify_image_files(datamodule: Any) -> None:
     white), are refused in one message naming them: the model never trains or tests on such a
     distorted image. Data sets held in memory (``holds_images_in_memory``: read by our own
     readers, which scale 16-bit images) are skipped.
+
+    Args:
+        datamodule: A set-up data module (its ``train_data``, ``val_data``, ``test_data``).
+        verified: Hashes of the path lists of the splits checked before (skipped again: ``anomalib
+            train`` sets the same data up for fit and for test); the splits checked now are added.
 
     Raises:
         InputError: naming the first unreadable file, or the files of more than 8 bits, and what to do.
@@ -76,6 +81,9 @@ def verify_image_files(datamodule: Any) -> None:
         samples = getattr(dataset, "_samples", None)
         if samples is None or getattr(dataset, "holds_images_in_memory", False) or "image_path" not in samples:
             continue
+        paths_hash = hash(tuple(str(path) for path in samples["image_path"]))
+        if verified is not None and paths_hash in verified:
+            continue
         for path in samples["image_path"]:
             try:
                 with Image.open(path) as image:
@@ -88,6 +96,8 @@ def verify_image_files(datamodule: Any) -> None:
                     "Remove or replace the file, then start again."
                 )
                 raise InputError(msg) from error
+        if verified is not None and not high_depth:
+            verified.add(paths_hash)
     if high_depth:
         reader = f"{type(datamodule).__name__} (anomalib's read_image)"
         raise InputError(high_depth_message(list(high_depth.items()), reader))
