@@ -105,45 +105,54 @@ def scored_validation_auroc(model: Any, dm: Any, bn_statistics: str) -> float:
     return validation_auroc(scored, dm)
 
 
-def pooled_knn_auroc(model: Any, dm: Any, num_neighbors: int = 2) -> float:
+def pooled_knn_auroc(model: Any, dm: Any, bn_statistics: str = "moving", num_neighbors: int = 2) -> float:
     """Validation AUROC of a cosine k-NN on the network's pooled encoder features (DN2 / MSC's scorer).
 
-    Evaluation view as MSC's (zoom 256 / 224, centre crop back), BatchNorm layers with their moving
-    averages (eval mode), features L2-normalised; bank = the normal training images. For FIRM and
-    MCL trained from pretrained weights this scores their encoder as MSC scores its network.
+    Evaluation view as MSC's (zoom 256 / 224, centre crop back), features L2-normalised, bank = the
+    normal training images. ``bn_statistics``: ``moving`` (the BatchNorm layers' moving averages, as
+    the network holds them) or ``normal_images`` (recomputed on a copy from the normal training
+    images' evaluation view). For FIRM and MCL trained from pretrained weights this scores their
+    encoder as MSC scores its network.
     """
     from sklearn.metrics import roc_auc_score
 
+    from anomalib_firm.models.components.backbones.batch_norm import recalibrate_batchnorm
     from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
     from anomalib_firm.models.components.views.augmentations import crop_and_resize
     from anomalib_firm.models.image.msc.torch_model import MSC_EVAL_ZOOM, centre_box
 
-    network = model.model
+    network = copy.deepcopy(model.model) if bn_statistics == "normal_images" else model.model
 
     def features(images: torch.Tensor) -> torch.Tensor:
-        images = model._resized_on_device(images)
-        box = centre_box(MSC_EVAL_ZOOM).to(images.device).expand(images.shape[0], 4)
-        view = crop_and_resize(images, box, (images.shape[-2], images.shape[-1]))
         if hasattr(network, "features"):  # MSC: normalised features of its evaluation view
             return network.features(images)
+        box = centre_box(MSC_EVAL_ZOOM).to(images.device).expand(images.shape[0], 4)
+        view = crop_and_resize(images, box, (images.shape[-2], images.shape[-1]))
         pooled = network.encoder(network.normalize(view) if hasattr(network, "normalize") else view)
         return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
     was_training = network.training
     network.eval()
     with torch.no_grad(), preserved_random_state():
-        bank = torch.cat([features(batch.image) for batch in dm.train_dataloader()])
+        train_images = [model._resized_on_device(batch.image) for batch in dm.train_dataloader()]
+        if bn_statistics == "normal_images":
+            recalibrate_batchnorm(network, train_images, features)
+        bank = torch.cat([features(images) for images in train_images])
         scores, labels = [], []
         for batch in dm.val_dataloader():
-            similarity = features(batch.image) @ bank.T
+            similarity = features(model._resized_on_device(batch.image)) @ bank.T
             scores.append(-similarity.topk(num_neighbors, dim=1).values.mean(dim=1))
             labels.append(torch.as_tensor(batch.gt_label).long())
     network.train(was_training)
     return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
 
 
-def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: int) -> tuple[Any, Any, Any, Any]:
+def prepared_model(
+    model_name: str, options: dict[str, Any], dm: Any, epochs: int, freeze_batchnorm: bool = False
+) -> tuple[Any, Any, Any, Any]:
     """A fresh model ready to train on ``dm`` for ``epochs``: ``(model, train loader, optimiser, scheduler or None)``.
+
+    ``freeze_batchnorm`` (FIRM, MCL from pretrained weights): keep the encoder's BatchNorm layers in eval mode.
 
     The optimiser and per-step schedule are the model's own (``configure_optimizers``, which reads
     the run's step count from a stand-in for the Trainer).
@@ -160,6 +169,9 @@ def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: in
         world_size=1,
         train_dataloader=loader,
     )
+    if freeze_batchnorm:  # MSC's rule for a pretrained encoder: BatchNorm in eval mode, ImageNet statistics kept
+        model.model.encoder.bn_eval = True
+        model.model.encoder.train(model.model.encoder.training)
     model.load_pretrained_weights()  # as on_fit_start (models given ``weights``; a no-op otherwise)
     if model_name == "msc":  # as Msc.on_fit_start: the centre from the pretrained network
         model.compute_center(batch.image for batch in dm.train_dataloader())
@@ -206,19 +218,21 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     dm = datamodule(
         task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
     )
-    model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
+    model, loader, optimizer, scheduler = prepared_model(
+        args.model, json.loads(args.kw), dm, args.epochs, args.freeze_batchnorm
+    )
     train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     # The pooled k-NN first: the model's own scorer may recalibrate the BatchNorm statistics in place.
-    curves = {"pooled 2-NN": [pooled_knn_auroc(model, dm)]} if args.pooled_knn else {}
+    curves = {f"pooled 2-NN, BN {mode}": [pooled_knn_auroc(model, dm, mode)] for mode in args.pooled_knn}
     curves.update({mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics})
     losses = []
     for epoch in range(1, args.epochs + 1):
         losses += train_one_epoch(model, loader, optimizer, scheduler)
         if epoch % args.every == 0 or epoch == args.epochs:
             for mode, curve in curves.items():
-                if mode == "pooled 2-NN":
-                    curve.append(pooled_knn_auroc(model, dm))
+                if mode.startswith("pooled 2-NN"):
+                    curve.append(pooled_knn_auroc(model, dm, mode.rpartition(" ")[2]))
                 else:
                     curve.append(scored_validation_auroc(model, dm, mode))
     return {
@@ -255,8 +269,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--pooled-knn",
+        nargs="*",
+        choices=("moving", "normal_images"),
+        default=[],
+        help="also score every point with a cosine 2-NN on the pooled encoder features (MSC's scorer), with "
+        "the BatchNorm statistics named (moving averages, or recomputed on the normal images)",
+    )
+    parser.add_argument(
+        "--freeze-batchnorm",
         action="store_true",
-        help="also score every point with a cosine 2-NN on the pooled encoder features (MSC's scorer)",
+        help="FIRM, MCL with pretrained weights: keep the encoder's BatchNorm layers in eval mode (MSC's rule)",
     )
     args = parser.parse_args()
     if "training_views" in args.bn_statistics and args.model == "msc":
