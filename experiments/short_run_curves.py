@@ -33,6 +33,7 @@ import copy
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -147,12 +148,8 @@ def pooled_knn_auroc(model: Any, dm: Any, bn_statistics: str = "moving", num_nei
     return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
 
 
-def prepared_model(
-    model_name: str, options: dict[str, Any], dm: Any, epochs: int, freeze_batchnorm: bool = False
-) -> tuple[Any, Any, Any, Any]:
+def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: int) -> tuple[Any, Any, Any, Any]:
     """A fresh model ready to train on ``dm`` for ``epochs``: ``(model, train loader, optimiser, scheduler or None)``.
-
-    ``freeze_batchnorm`` (FIRM, MCL from pretrained weights): keep the encoder's BatchNorm layers in eval mode.
 
     The optimiser and per-step schedule are the model's own (``configure_optimizers``, which reads
     the run's step count from a stand-in for the Trainer).
@@ -169,9 +166,6 @@ def prepared_model(
         world_size=1,
         train_dataloader=loader,
     )
-    if freeze_batchnorm:  # MSC's rule for a pretrained encoder: BatchNorm in eval mode, ImageNet statistics kept
-        model.model.encoder.bn_eval = True
-        model.model.encoder.train(model.model.encoder.training)
     model.load_pretrained_weights()  # as on_fit_start (models given ``weights``; a no-op otherwise)
     if model_name == "msc":  # as Msc.on_fit_start: the centre from the pretrained network
         model.compute_center(batch.image for batch in dm.train_dataloader())
@@ -218,15 +212,22 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     dm = datamodule(
         task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
     )
-    model, loader, optimizer, scheduler = prepared_model(
-        args.model, json.loads(args.kw), dm, args.epochs, args.freeze_batchnorm
-    )
+    model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
     train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     # The pooled k-NN first: the model's own scorer may recalibrate the BatchNorm statistics in place.
     curves = {f"pooled 2-NN, BN {mode}": [pooled_knn_auroc(model, dm, mode)] for mode in args.pooled_knn}
     curves.update({mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics})
-    losses = []
+    losses: list[float] = []
+    started = time.monotonic()
+
+    def report(epoch: int) -> None:  # one line per point: a long run killed part-way keeps its curve
+        points = ", ".join(f"{mode} {curve[-1]:.3f}" for mode, curve in curves.items())
+        loss = f"loss {losses[-1]:.3f}, " if losses else ""
+        minutes = (time.monotonic() - started) / 60
+        print(f"  {task} seed {seed} epoch {epoch}: {points} ({loss}{minutes:.1f} min)", flush=True)
+
+    report(0)
     for epoch in range(1, args.epochs + 1):
         losses += train_one_epoch(model, loader, optimizer, scheduler)
         if epoch % args.every == 0 or epoch == args.epochs:
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
                     curve.append(pooled_knn_auroc(model, dm, mode.rpartition(" ")[2]))
                 else:
                     curve.append(scored_validation_auroc(model, dm, mode))
+            report(epoch)
     return {
         "task": task,
         "seed": seed,
@@ -274,11 +276,6 @@ def main() -> None:
         default=[],
         help="also score every point with a cosine 2-NN on the pooled encoder features (MSC's scorer), with "
         "the BatchNorm statistics named (moving averages, or recomputed on the normal images)",
-    )
-    parser.add_argument(
-        "--freeze-batchnorm",
-        action="store_true",
-        help="FIRM, MCL with pretrained weights: keep the encoder's BatchNorm layers in eval mode (MSC's rule)",
     )
     args = parser.parse_args()
     if "training_views" in args.bn_statistics and args.model == "msc":

@@ -2,7 +2,8 @@
 
 The weights are loaded when training or a scorer fit starts (as MSC's), into an encoder that still
 trains every layer, and never into a network restored from a checkpoint; the papers' random
-initialisation stays the default.
+initialisation stays the default. A pretrained encoder keeps its BatchNorm statistics by default
+(``freeze_batchnorm``, MSC's rule), and its scorer then fits with them as they are.
 """
 
 from __future__ import annotations
@@ -43,7 +44,52 @@ def test_scorer_fit_loads_the_weights_into_a_trainable_encoder(model_class, pack
     torch.testing.assert_close(_stem(model), package_stem, atol=0, rtol=0)
     assert all(parameter.requires_grad for parameter in encoder.parameters())
     model.train()
-    assert all(layer.training for layer in encoder.modules() if isinstance(layer, torch.nn.BatchNorm2d))
+    assert not any(layer.training for layer in _batchnorm_layers(model))  # frozen by default
+
+
+def _batchnorm_layers(model: Firm | Mcl) -> list[torch.nn.BatchNorm2d]:
+    return [layer for layer in model.model.encoder.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
+
+
+def _statistics(model: Firm | Mcl) -> list[torch.Tensor]:
+    return [buffer.clone() for layer in _batchnorm_layers(model) for buffer in (layer.running_mean, layer.running_var)]
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_pretrained_batchnorm_statistics_survive_training_and_scorer_fits(model_class):
+    torch.manual_seed(0)
+    options = {key: value for key, value in SMALL.items() if key != "bn_recalibration"}
+    model = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **options)
+    assert model.bn_recalibration is False  # recomputing would replace the pretrained statistics
+    model.load_pretrained_weights()
+    pretrained = _statistics(model)
+    datamodule = Digits(category=1, train_batch_size=32, num_workers=0)
+    datamodule.setup()
+    model.train()
+    images = next(iter(datamodule.train_dataloader())).image
+    loss, _ = model.training_loss(images, None)
+    loss.backward()
+    model.fit_scorer_from_loader(datamodule.train_dataloader())
+    for before, after in zip(pretrained, _statistics(model), strict=True):
+        torch.testing.assert_close(after, before, atol=0, rtol=0)
+
+    trained = model_class(backbone="efficientnet_lite0", weights=PACKAGE, freeze_batchnorm=False, **options)
+    assert trained.bn_recalibration == "training_views"
+    trained.load_pretrained_weights()
+    trained.train()
+    assert all(layer.training for layer in _batchnorm_layers(trained))
+    trained.training_loss(images, None)
+    assert any(not torch.equal(before, after) for before, after in zip(pretrained, _statistics(trained), strict=True))
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_batchnorm_options_that_contradict_each_other_are_clear_errors(model_class):
+    options = {key: value for key, value in SMALL.items() if key != "bn_recalibration"}
+    assert model_class(**options).bn_recalibration == "training_views"  # from scratch: statistics train
+    with pytest.raises(InputError, match="bn_recalibration='training_views' would replace the pretrained"):
+        model_class(backbone="efficientnet_lite0", weights=PACKAGE, bn_recalibration="training_views", **options)
+    with pytest.raises(InputError, match="freeze_batchnorm=True keeps pretrained BatchNorm statistics, but weights="):
+        model_class(freeze_batchnorm=True, **options)
 
 
 @pytest.mark.parametrize("model_class", [Firm, Mcl])

@@ -85,11 +85,17 @@ class CifarResNet(nn.Module):
         return torch.flatten(self.pool(out), 1)
 
 
+def has_pretrained_weights(weights: str | None) -> bool:
+    """Whether the ``weights`` option names pretrained weights (``None`` and ``"random"``: random initialisation)."""
+    return weights is not None and weights != "random"
+
+
 def build_encoder(
     name: str,
     weights: str | None = None,
     input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     input_std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    freeze_batchnorm: bool = False,
 ) -> tuple[nn.Module, int]:
     """Build an encoder by name, randomly initialised or to be given pretrained weights; return it with its feature dim.
 
@@ -102,20 +108,31 @@ def build_encoder(
         weights: ``None`` or ``"random"``: random initialisation (FIRM's and MCL's papers). Otherwise
             what :func:`~.pretrained.build_pretrained_backbone` takes (``"efficientnet-lite0-package"``
             offline, ``"imagenet"``, a file): a :class:`~.pretrained.PretrainedBackbone` with every layer
-            and BatchNorm trained, whose weights are loaded by :func:`load_encoder_weights` (when
-            training or a scorer fit starts, never into a network restored from a checkpoint).
+            trained, whose weights are loaded by :func:`load_encoder_weights` (when training or a scorer
+            fit starts, never into a network restored from a checkpoint).
         input_mean: Normalisation of the images the encoder is given (a pretrained encoder maps them
             onto its weights' own convention).
         input_std: See ``input_mean``.
+        freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode, their pretrained
+            statistics unchanged (MSC's rule); ``False``: they train and follow the batches.
 
     Returns:
         The encoder, mapping (B, 3, H, W) to (B, D), and D.
 
     Raises:
-        InputError: Pretrained weights asked for a CIFAR-stem ResNet (there are none).
+        InputError: Pretrained weights asked for a CIFAR-stem ResNet (there are none), or
+            ``freeze_batchnorm`` without pretrained weights (random statistics are nothing to keep).
     """
     source, _ = resolve_backbone_name(name)
-    if weights is not None and weights != "random":
+    pretrained = has_pretrained_weights(weights)
+    if freeze_batchnorm and not pretrained:
+        msg = (
+            f"freeze_batchnorm=True keeps pretrained BatchNorm statistics, but weights={weights!r} gives a "
+            "randomly initialised encoder: give pretrained weights (e.g. 'efficientnet-lite0-package') "
+            "or leave freeze_batchnorm unset."
+        )
+        raise InputError(msg)
+    if pretrained:
         if source == "cifar":
             msg = (
                 f"There are no pretrained weights for the CIFAR-stem backbone {name!r}: use backbone "
@@ -123,7 +140,7 @@ def build_encoder(
             )
             raise InputError(msg)
         return build_pretrained_backbone(
-            name, weights, bn_eval=False, input_mean=input_mean, input_std=input_std, load_weights=False
+            name, weights, bn_eval=freeze_batchnorm, input_mean=input_mean, input_std=input_std, load_weights=False
         )
     if source == "cifar":
         encoder = CifarResNet(CIFAR_RESNETS[name])

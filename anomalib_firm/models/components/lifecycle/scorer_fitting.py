@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from anomalib_firm.console import InputError
 from anomalib_firm.models.components.backbones import batch_norm
+from anomalib_firm.models.components.backbones.encoders import has_pretrained_weights
 from anomalib_firm.models.components.lifecycle import distributed
 from anomalib_firm.models.components.lifecycle.contract import LifecycleHost
 from anomalib_firm.models.components.lifecycle.random_state import preserved_random_state
@@ -55,6 +56,31 @@ def batchnorm_recalibration_mode(value: BatchNormRecalibrationOption | str) -> B
         return value  # type: ignore[return-value]  # one of the literal modes, checked above
     msg = f"bn_recalibration={value!r}: use false, 'normal_images' (true) or 'training_views'."
     raise InputError(msg)
+
+
+def batchnorm_policy(
+    weights: str | None, freeze_batchnorm: bool | None, bn_recalibration: BatchNormRecalibrationOption | None
+) -> tuple[bool, BatchNormRecalibrationOption]:
+    """FIRM's and MCL's ``(freeze_batchnorm, bn_recalibration)`` with their defaults (``None``) resolved.
+
+    ``freeze_batchnorm`` defaults to whether ``weights`` are pretrained: a pretrained encoder keeps its
+    BatchNorm statistics (MSC's rule; trained on one normal class they take the pretrained features
+    apart). ``bn_recalibration`` defaults to ``False`` with frozen statistics and to
+    ``training_views`` otherwise.
+
+    Raises:
+        InputError: Frozen statistics with a recalibration, which would replace them.
+    """
+    frozen = has_pretrained_weights(weights) if freeze_batchnorm is None else freeze_batchnorm
+    if bn_recalibration is None:
+        return frozen, False if frozen else "training_views"
+    if frozen and batchnorm_recalibration_mode(bn_recalibration):
+        msg = (
+            f"bn_recalibration={bn_recalibration!r} would replace the pretrained BatchNorm statistics that "
+            "freeze_batchnorm keeps: set bn_recalibration to false, or freeze_batchnorm to false to train them."
+        )
+        raise InputError(msg)
+    return frozen, bn_recalibration
 
 
 class NormalBatch(NamedTuple):

@@ -47,6 +47,7 @@ class FirmModel(ContrastiveNetwork):
         backbone: Encoder name (see :func:`build_encoder`).
         weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
             (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
+        freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode (their pretrained statistics).
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers in the head (2 by default; 8 in the authors' code).
         embedding_dim: Output dimension of the head.
@@ -70,6 +71,7 @@ class FirmModel(ContrastiveNetwork):
         self,
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
+        freeze_batchnorm: bool = False,
         head_hidden_dim: int = 1024,
         head_layers: int = 2,
         embedding_dim: int = 128,
@@ -85,7 +87,9 @@ class FirmModel(ContrastiveNetwork):
         if score not in ("cos_k", "angled", "ensemble"):
             msg = f"Unknown FIRM score {score!r}: use 'cos_k', 'angled' or 'ensemble'."
             raise InputError(msg)
-        self.encoder, feature_dim = build_encoder(backbone, weights, input_mean=mean, input_std=std)
+        self.encoder, feature_dim = build_encoder(
+            backbone, weights, input_mean=mean, input_std=std, freeze_batchnorm=freeze_batchnorm
+        )
         self.head = ProjectionHead(
             feature_dim,
             head_hidden_dim,

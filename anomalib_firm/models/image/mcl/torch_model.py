@@ -65,6 +65,7 @@ class MclModel(ContrastiveNetwork):
         backbone: Encoder (see :func:`build_encoder`): ``resnet18_cifar`` (default), ``resnet34_cifar`` (paper).
         weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
             (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
+        freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode (their pretrained statistics).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
@@ -79,6 +80,7 @@ class MclModel(ContrastiveNetwork):
         self,
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
+        freeze_batchnorm: bool = False,
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
         num_classes: int = 1,
@@ -87,7 +89,8 @@ class MclModel(ContrastiveNetwork):
         ridge: float = 1e-3,
     ) -> None:
         super().__init__()
-        self.encoder, feature_dim = build_encoder(backbone, weights)  # takes images in [0, 1]
+        # takes images in [0, 1]
+        self.encoder, feature_dim = build_encoder(backbone, weights, freeze_batchnorm=freeze_batchnorm)
         # 512 -> 2048 -> ReLU -> 128 with biases and no BatchNorm, L2-normalised output.
         self.head = ProjectionHead(
             feature_dim, head_hidden_dim, embedding_dim, num_layers=2, batch_norm=False, bias=True
