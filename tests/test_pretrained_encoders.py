@@ -86,8 +86,13 @@ def test_pretrained_batchnorm_statistics_survive_training_and_scorer_fits(model_
 def test_batchnorm_options_that_contradict_each_other_are_clear_errors(model_class):
     options = {key: value for key, value in SMALL.items() if key != "bn_recalibration"}
     assert model_class(**options).bn_recalibration == "training_views"  # from scratch: statistics train
+    pretrained = {"backbone": "efficientnet_lite0", "weights": PACKAGE, **options}
     with pytest.raises(InputError, match="bn_recalibration='training_views' would replace the pretrained"):
-        model_class(backbone="efficientnet_lite0", weights=PACKAGE, bn_recalibration="training_views", **options)
+        model_class(freeze_batchnorm=True, bn_recalibration="training_views", **pretrained)
+    # A recalibration asked for without freeze_batchnorm (every checkpoint from before the option): trained.
+    recalibrated = model_class(bn_recalibration="training_views", **pretrained)
+    assert recalibrated.hparams["freeze_batchnorm"] is False
+    assert recalibrated.model.encoder.bn_eval is False
     with pytest.raises(InputError, match="freeze_batchnorm=True keeps pretrained BatchNorm statistics, but weights="):
         model_class(freeze_batchnorm=True, **options)
 

@@ -65,13 +65,18 @@ def batchnorm_policy(
 
     ``freeze_batchnorm`` defaults to whether ``weights`` are pretrained: a pretrained encoder keeps its
     BatchNorm statistics (MSC's rule; trained on one normal class they take the pretrained features
-    apart). ``bn_recalibration`` defaults to ``False`` with frozen statistics and to
-    ``training_views`` otherwise.
+    apart), unless a ``bn_recalibration`` is asked for (which recomputes them: so did every model
+    before the option, and their checkpoints still load). ``bn_recalibration`` defaults to ``False``
+    with frozen statistics and to ``training_views`` otherwise.
 
     Raises:
-        InputError: Frozen statistics with a recalibration, which would replace them.
+        InputError: ``freeze_batchnorm=True`` with a recalibration, which would replace the statistics.
     """
-    frozen = has_pretrained_weights(weights) if freeze_batchnorm is None else freeze_batchnorm
+    if freeze_batchnorm is None:
+        recalibrates = bn_recalibration is not None and bool(batchnorm_recalibration_mode(bn_recalibration))
+        frozen = has_pretrained_weights(weights) and not recalibrates
+    else:
+        frozen = freeze_batchnorm
     if bn_recalibration is None:
         return frozen, False if frozen else "training_views"
     if frozen and batchnorm_recalibration_mode(bn_recalibration):

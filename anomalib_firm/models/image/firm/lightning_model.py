@@ -67,10 +67,10 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             checkpoint. Every layer trains (BatchNorm: see ``freeze_batchnorm``).
         freeze_batchnorm: Keep the pretrained encoder's BatchNorm layers in eval mode, their ImageNet
             statistics unchanged, as MSC does. ``None`` (default): on with pretrained ``weights``, off from
-            scratch. Statistics trained on one normal class take the pretrained features apart: from the
-            Lite0 weights at 64 px, class 2 of Fashion-MNIST scores 0.943 before training with them
-            frozen and 0.891 with training-view statistics (model README). Set it to ``False`` to
-            let them train on a large, varied normal set.
+            scratch, or when a ``bn_recalibration`` is asked for. Statistics trained on one normal class
+            take the pretrained features apart: from the Lite0 weights at 64 px, class 2 of Fashion-MNIST
+            scores 0.943 before training with them frozen and 0.891 with training-view statistics (model
+            README). Set it to ``False`` to let them train on a large, varied normal set.
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the projection head (1024); smaller (e.g. 256) trains faster on
