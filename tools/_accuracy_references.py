@@ -15,7 +15,7 @@ the tails and moves its reported AUROC; the raw scores' AUROC is what the models
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -73,28 +73,48 @@ def _pre_processor(image_size: int) -> Any:
     return PreProcessor(transform=Compose([Resize((image_size, image_size), antialias=True), Normalize(mean, std)]))
 
 
-def peer_models(whole_class: bool) -> dict[str, Callable[[], Any]]:
-    """Builders of anomalib's models on the Lite0 weights, by row name; ``whole_class`` shrinks PatchCore's coreset."""
+#: anomalib's models of the reference rows, as ``--peers`` names them.
+PEERS = ("patchcore", "padim", "dfm")
+
+
+def peer_models(whole_class: bool, peers: Sequence[str] = PEERS) -> dict[str, Callable[[], Any]]:
+    """Builders of anomalib's models on the Lite0 weights, by row name; ``whole_class`` shrinks PatchCore's coreset.
+
+    ``peers``: which of :data:`PEERS` to build.
+    """
     from anomalib.models import Dfm, Padim, Patchcore
 
     common = {"backbone": "efficientnet_lite0", "pre_trained": False, "visualizer": False, "evaluator": False}
     size = PEER_IMAGE_SIZE
     coreset = 0.01 if whole_class else 0.1
-    return {
+    builders: dict[str, tuple[str, Callable[[], Any]]] = {
         # Layers chosen on the validation split of class 0 (quick data): blocks 1+2 0.864, blocks 2+4 0.825.
-        f"PatchCore (anomalib; Lite0 blocks 1+2, {size} px, coreset {coreset})": lambda: Patchcore(
-            layers=["blocks.1", "blocks.2"],
-            coreset_sampling_ratio=coreset,
-            pre_processor=_pre_processor(size),
-            **common,
+        "patchcore": (
+            f"PatchCore (anomalib; Lite0 blocks 1+2, {size} px, coreset {coreset})",
+            lambda: Patchcore(
+                layers=["blocks.1", "blocks.2"],
+                coreset_sampling_ratio=coreset,
+                pre_processor=_pre_processor(size),
+                **common,
+            ),
         ),
-        f"PaDiM (anomalib; Lite0 blocks 1+2+4, {size} px, 100 features)": lambda: Padim(
-            layers=["blocks.1", "blocks.2", "blocks.4"], n_features=100, pre_processor=_pre_processor(size), **common
+        "padim": (
+            f"PaDiM (anomalib; Lite0 blocks 1+2+4, {size} px, 100 features)",
+            lambda: Padim(
+                layers=["blocks.1", "blocks.2", "blocks.4"],
+                n_features=100,
+                pre_processor=_pre_processor(size),
+                **common,
+            ),
         ),
-        f"DFM (anomalib; Lite0 block 4, {size} px, fre)": lambda: Dfm(
-            layer="blocks.4", pooling_kernel_size=1, score_type="fre", pre_processor=_pre_processor(size), **common
+        "dfm": (
+            f"DFM (anomalib; Lite0 block 4, {size} px, fre)",
+            lambda: Dfm(
+                layer="blocks.4", pooling_kernel_size=1, score_type="fre", pre_processor=_pre_processor(size), **common
+            ),
         ),
     }
+    return dict(builders[peer] for peer in PEERS if peer in peers)
 
 
 def raw_auroc(model: Any, loader: Any, score: Callable[[Any, torch.Tensor], torch.Tensor]) -> float:

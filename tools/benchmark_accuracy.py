@@ -45,8 +45,6 @@ from anomalib_firm.registry import model_names
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "benchmark"
 MODELS = model_names()
-#: anomalib models of the reference rows (``--peers``), by the first word of their row name.
-PEERS = ("patchcore", "padim", "dfm")
 
 
 def load_config(protocol: str, model: str, classes: list[int]) -> dict:
@@ -184,11 +182,7 @@ def reference_rows(
     from anomalib_firm.registry import MODELS as MODEL_PACKAGES
 
     whole_class = data_args.get("max_train_images") is None
-    builders = {
-        name: (build, data_args)
-        for name, build in references.peer_models(whole_class).items()
-        if name.split(" ")[0].lower() in args.peers
-    }
+    builders = {name: (build, data_args) for name, build in references.peer_models(whole_class, args.peers).items()}
     classes = {name.lower(): getattr(models, name) for name in MODEL_PACKAGES}
     for model in args.models:
         config = load_config(args.protocol, model, args.classes)["benchmark"]
@@ -224,8 +218,8 @@ def main() -> None:
     parser.add_argument(
         "--peers",
         nargs="*",
-        choices=PEERS,
-        default=list(PEERS),
+        choices=references.PEERS,
+        default=list(references.PEERS),
         help="anomalib's models to run as reference rows (PatchCore's coreset over the whole class of the "
         "medium protocol: about 25 min a class, measured on one AVX2 core beside another job)",
     )
