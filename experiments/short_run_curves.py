@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
 import tempfile
@@ -216,8 +217,12 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     # The pooled k-NN first: the model's own scorer may recalibrate the BatchNorm statistics in place.
-    curves = {f"pooled 2-NN, BN {mode}": [pooled_knn_auroc(model, dm, mode)] for mode in args.pooled_knn}
-    curves.update({mode: [scored_validation_auroc(model, dm, mode)] for mode in args.bn_statistics})
+    scorers = {
+        f"pooled 2-NN, BN {mode}": functools.partial(pooled_knn_auroc, bn_statistics=mode) for mode in args.pooled_knn
+    }
+    for mode in args.bn_statistics:
+        scorers[mode] = functools.partial(scored_validation_auroc, bn_statistics=mode)
+    curves = {label: [score(model, dm)] for label, score in scorers.items()}
     losses: list[float] = []
     started = time.monotonic()
 
@@ -231,11 +236,8 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     for epoch in range(1, args.epochs + 1):
         losses += train_one_epoch(model, loader, optimizer, scheduler)
         if epoch % args.every == 0 or epoch == args.epochs:
-            for mode, curve in curves.items():
-                if mode.startswith("pooled 2-NN"):
-                    curve.append(pooled_knn_auroc(model, dm, mode.rpartition(" ")[2]))
-                else:
-                    curve.append(scored_validation_auroc(model, dm, mode))
+            for label, score in scorers.items():
+                curves[label].append(score(model, dm))
             report(epoch)
     return {
         "task": task,
