@@ -232,6 +232,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
         minutes = (time.monotonic() - started) / 60
         print(f"  {task} seed {seed} epoch {epoch}: {points} ({loss}{minutes:.1f} min)", flush=True)
 
+    print(f"  {task} seed {seed} raw-pixel 5-NN: {raw:.3f}", flush=True)
     report(0)
     for epoch in range(1, args.epochs + 1):
         losses += train_one_epoch(model, loader, optimizer, scheduler)
