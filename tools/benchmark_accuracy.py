@@ -6,7 +6,7 @@ for each model (the stock command, our models registered by the package), reads 
 the same training and test images (same data module arguments, seeded subsets and validation
 split): a raw-pixel 5-NN; anomalib's PatchCore, PaDiM and DFM on the offline ImageNet
 EfficientNet-Lite0 weights MSC starts from; and each model's own scorer on its starting network
-(before training: MSC's pretrained Lite0, FIRM's and MCL's seeded random networks). See
+(before training: the config's start, its pretrained weights or a seeded random network). See
 ``_accuracy_references.py``; ``--no-references`` leaves out all but the raw-pixel row.
 
 Protocols: ``quick`` fits a 2-core CPU in minutes (subsets, small images, a few epochs: see each
