@@ -145,29 +145,6 @@ def test_lightning_advertisement_is_dropped_only_inside_and_other_records_kept()
     assert logger.filters == filters
 
 
-def test_lightning_eval_mode_warning_is_silenced_only_inside_a_cli_run():
-    """Frozen BatchNorm layers (pretrained ``weights``) are in eval mode as training starts, on purpose.
-
-    Lightning's own check raises the warning here (its text, not a copy of it), once outside and
-    not inside :func:`quiet_cli_run`.
-    """
-    from lightning.pytorch.loops.fit_loop import _FitLoop
-
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1).eval())
-    fit_loop = types.SimpleNamespace(trainer=types.SimpleNamespace(lightning_module=module))
-
-    with warnings.catch_warnings(record=True) as inside:
-        warnings.simplefilter("always")
-        with quiet_cli_run():
-            _FitLoop._warn_if_modules_in_eval_mode(fit_loop)  # type: ignore[arg-type]  # a stand-in loop
-    with warnings.catch_warnings(record=True) as outside:
-        warnings.simplefilter("always")
-        _FitLoop._warn_if_modules_in_eval_mode(fit_loop)  # type: ignore[arg-type]  # a stand-in loop
-    assert inside == []
-    assert len(outside) == 1
-    assert "module(s) in eval mode at the start of training" in str(outside[0].message)
-
-
 def test_anomalib_models_import_is_quiet_and_later_warnings_still_show():
     """The start-up hook's loader runs ``anomalib.models`` with anomalib's own deprecation warnings silenced, only then.
 

@@ -8,8 +8,11 @@ initialisation stays the default. A pretrained encoder keeps its BatchNorm stati
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from anomalib.engine import Engine
 
 from anomalib_firm.console import InputError
 from anomalib_firm.data import Digits
@@ -80,6 +83,34 @@ def test_pretrained_batchnorm_statistics_survive_training_and_scorer_fits(model_
     assert all(layer.training for layer in _batchnorm_layers(trained))
     trained.training_loss(images, None)
     assert any(not torch.equal(before, after) for before, after in zip(pretrained, _statistics(trained), strict=True))
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_a_fit_with_frozen_batchnorm_says_nothing_about_modules_in_eval_mode(model_class, tmp_path):
+    """Lightning notes modules in eval mode as training starts; frozen BatchNorm layers are, on purpose.
+
+    The note is silenced for that check only (as MSC's): the filter is gone again after the fit.
+    """
+    torch.manual_seed(0)
+    model = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **SMALL | {"bn_recalibration": None})
+    engine = Engine(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    filters_before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters_inside = list(warnings.filters)
+        engine.fit(model, datamodule=Digits(category=1, train_batch_size=16, num_workers=0))
+        assert warnings.filters == filters_inside
+    assert warnings.filters == filters_before
+    assert model.global_step == 1
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
 
 
 @pytest.mark.parametrize("model_class", [Firm, Mcl])

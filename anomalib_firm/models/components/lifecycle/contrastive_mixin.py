@@ -32,6 +32,7 @@ returns) are importable from here.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from abc import abstractmethod
@@ -46,8 +47,9 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from anomalib_firm.console import TrainingDivergedError
+from anomalib_firm.console import TrainingDivergedError, ignored_warnings
 from anomalib_firm.models.components.evaluation.metrics import F1Score
 from anomalib_firm.models.components.evaluation.post_processing import OrderPreservingPostProcessor
 from anomalib_firm.models.components.export.compression import ScorerPreservingExportMixin
@@ -75,6 +77,9 @@ from anomalib_firm.models.components.lifecycle.training_data import (
 )
 
 logger = logging.getLogger(__name__)
+#: Lightning's note before training (``fit_loop``): a pretrained encoder's BatchNorm layers are kept in eval mode
+#: on purpose (MSC always; FIRM and MCL with ``freeze_batchnorm``).
+EVAL_MODE_NOTE = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 __all__ = [
     "RESUME_STATE_KEY",
@@ -190,6 +195,7 @@ class ContrastiveAnomalyMixin(
         self._pending_loss: torch.Tensor | None = None  # last loss, checked one step late on an accelerator
         self._init_checkpoint_state()
         self._verified_datasets: set[int] = set()  # splits whose image files were opened (verify_image_files)
+        self._eval_mode_note = contextlib.ExitStack()  # see on_fit_start
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Complete a model's docstring with the option descriptions ``--model.help`` reads from it.
@@ -318,7 +324,8 @@ class ContrastiveAnomalyMixin(
 
     # ----------------------------------------------------------------- training
     def on_fit_end(self) -> None:
-        """Say once where this run's results went (the run folder, the checkpoint)."""
+        """Say once where this run's results went (the run folder, the checkpoint); warnings as before."""
+        self._eval_mode_note.close()  # also when training stopped before it started
         super().on_fit_end()
         if not self.trainer.is_global_zero:
             return
@@ -328,13 +335,28 @@ class ContrastiveAnomalyMixin(
         logger.info(f"{self.name}: results in {self.trainer.default_root_dir}{where}")
 
     def on_fit_start(self) -> None:
-        """Check the normal set before any step, then :meth:`prepare_training` (channels_last, compilation)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            check_enough_images(datamodule, self.min_train_images, self.name)
-        self._note_fit_start()
-        self.load_pretrained_weights()
-        self.prepare_training()
+        """Check the normal set before any step, then :meth:`prepare_training` (channels_last, compilation).
+
+        Also silences, until training starts, Lightning's note that modules are in eval mode at the start
+        of training: the frozen BatchNorm layers of a pretrained encoder are, by design.
+        """
+        self._eval_mode_note.close()
+        self._eval_mode_note.enter_context(ignored_warnings([(PossibleUserWarning, EVAL_MODE_NOTE)]))
+        try:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is not None:
+                check_enough_images(datamodule, self.min_train_images, self.name)
+            self._note_fit_start()
+            self.load_pretrained_weights()
+            self.prepare_training()
+        except BaseException:
+            self._eval_mode_note.close()  # Lightning calls no on_fit_end after a failed start
+            raise
+
+    def on_train_start(self) -> None:
+        """Lightning's eval-mode check has run: warnings as before."""
+        self._eval_mode_note.close()
+        super().on_train_start()
 
     def load_pretrained_weights(self) -> bool:
         """Load the network's pretrained weights (``weights``) unless it holds weights already; True if it loaded.

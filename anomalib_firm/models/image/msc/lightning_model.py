@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -37,9 +36,7 @@ import torch
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from anomalib_firm.console import ignored_warnings
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
 from anomalib_firm.models.components.lifecycle import distributed
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
@@ -56,8 +53,6 @@ from .torch_model import MSC_EVAL_ZOOM, MscModel
 from .views import msc_views
 
 logger = logging.getLogger(__name__)
-#: Lightning's note before training (``fit_loop``), about MSC's BatchNorm layers kept in eval mode on purpose.
-EVAL_MODE_NOTE = r"Found \d+ module\(s\) in eval mode at the start of training"
 
 
 class Msc(ContrastiveAnomalyMixin, AnomalibModule):
@@ -138,7 +133,6 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         visualizer: Any = True,
     ) -> None:
         super().__init__(**mixin_arguments(locals()))
-        self._frozen_batchnorm_note = contextlib.ExitStack()
         self.model = self._build_network(backbone, weights, frozen_modules, num_neighbors, eval_zoom, bn_momentum)
         self.loss = MeanShiftedContrastiveLoss(
             temperature=temperature, angular_weight=angular_weight, gather_distributed=gather_distributed
@@ -203,13 +197,7 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
 
     # ----------------------------------------------------------------- the fixed centre
     def on_fit_start(self) -> None:
-        """Check the data, load the pretrained weights, compute the centre (both skipped for a checkpoint).
-
-        Also silences, until training starts, Lightning's note that modules are in eval mode at the start
-        of training: MSC's frozen BatchNorm layers are, by design.
-        """
-        self._frozen_batchnorm_note = contextlib.ExitStack()
-        self._frozen_batchnorm_note.enter_context(ignored_warnings([(PossibleUserWarning, EVAL_MODE_NOTE)]))
+        """Check the data, load the pretrained weights, compute the centre (both skipped for a checkpoint)."""
         super().on_fit_start()
         self.load_pretrained_weights()
         if self.model.has_center:
@@ -222,14 +210,6 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
         if distributed.rank() == 0:  # under DDP: once, then every rank takes rank 0's
             self.compute_center(batch.images for batch in self._normal_images(datamodule.train_dataloader()))
         distributed.broadcast_buffers(self.model)
-
-    def on_train_start(self) -> None:
-        """Lightning's eval-mode check has run: warnings as before."""
-        self._frozen_batchnorm_note.close()
-
-    def on_fit_end(self) -> None:
-        """Warnings as before, also when training stopped before it started."""
-        self._frozen_batchnorm_note.close()
 
     def compute_center(self, images: Iterator[torch.Tensor]) -> torch.Tensor:
         """Set the centre: mean of the normalised features (evaluation view) of the given normal images.
