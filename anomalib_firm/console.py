@@ -50,9 +50,6 @@ RUN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"The dirpath has changed from"),
     # anomalib's loaders for ``--data <path>`` ask for pinned memory, which only matters with a GPU.
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),
-    # Lightning warns (a PossibleUserWarning) when modules are in eval mode as training starts: with pretrained
-    # ``weights``, ``freeze_batchnorm`` keeps the encoder's BatchNorm layers in eval mode on purpose.
-    (UserWarning, r"Found \d+ module\(s\) in eval mode at the start of training"),
 )
 
 #: Loggers that Lightning's ``rank_zero_info`` may write through: the last-imported of Lightning's packages
