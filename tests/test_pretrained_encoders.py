@@ -151,3 +151,50 @@ def test_random_initialisation_stays_the_default():
 def test_pretrained_weights_for_a_cifar_stem_are_a_clear_error(model_class):
     with pytest.raises(InputError, match="no pretrained weights for the CIFAR-stem backbone 'resnet18_cifar'"):
         model_class(backbone="resnet18_cifar", weights=PACKAGE, **SMALL)
+
+
+LITE0_LOWER_BLOCKS = ["conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4"]
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_frozen_modules_keep_their_loaded_weights_through_training(model_class, package_stem, tmp_path):
+    """A real fit: the named blocks keep the package's weights, the others train, the optimiser holds the latter."""
+    torch.manual_seed(0)
+    model = model_class(
+        backbone="efficientnet_lite0", weights=PACKAGE, frozen_modules=LITE0_LOWER_BLOCKS, lr=0.5, **SMALL
+    )
+    body = model.model.encoder.body
+    assert not any(
+        parameter.requires_grad for name in LITE0_LOWER_BLOCKS for parameter in body.get_submodule(name).parameters()
+    )
+    engine = Engine(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    reference, _ = build_pretrained_backbone("efficientnet_lite0", PACKAGE)
+    engine.fit(model, datamodule=Digits(category=1, train_batch_size=16, num_workers=0))
+    assert model.global_step == 2
+    torch.testing.assert_close(_stem(model), package_stem, atol=0, rtol=0)
+    torch.testing.assert_close(body.blocks[4].state_dict(), reference.body.blocks[4].state_dict(), atol=0, rtol=0)
+    assert not torch.equal(body.blocks[6][0].conv_pw.weight, reference.body.blocks[6][0].conv_pw.weight)
+    (optimizer,) = engine.trainer.optimizers
+    held = {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
+    trainable = {id(parameter) for parameter in model.model.parameters() if parameter.requires_grad}
+    assert held == trainable
+    assert len(trainable) < len(list(model.model.parameters()))
+
+
+@pytest.mark.parametrize("model_class", [Firm, Mcl])
+def test_frozen_modules_from_scratch_and_unknown_names(model_class):
+    model = model_class(frozen_modules=["conv1", "bn1", "layer1"], **SMALL)
+    encoder = model.model.encoder
+    assert not any(parameter.requires_grad for parameter in encoder.layer1.parameters())
+    assert all(parameter.requires_grad for parameter in encoder.layer2.parameters())
+    assert model_class(**SMALL).hparams["frozen_modules"] is None  # every layer trains by default
+    with pytest.raises(InputError, match="Cannot freeze 'blocks.9'"):
+        model_class(backbone="efficientnet_lite0", weights=PACKAGE, frozen_modules=["blocks.9"], **SMALL)

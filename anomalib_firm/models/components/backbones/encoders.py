@@ -6,10 +6,13 @@ in the first stage; it is what FIRM and MCL train from scratch on small images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from anomalib_firm.console import InputError
+from anomalib_firm.models.components.backbones.freezing import freeze_modules
 from anomalib_firm.models.components.backbones.names import CIFAR_RESNETS, resolve_backbone_name
 from anomalib_firm.models.components.backbones.networks import headless_network
 from anomalib_firm.models.components.backbones.pretrained import PretrainedBackbone, build_pretrained_backbone
@@ -96,6 +99,7 @@ def build_encoder(
     input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     input_std: tuple[float, float, float] = (1.0, 1.0, 1.0),
     freeze_batchnorm: bool = False,
+    frozen_modules: Sequence[str] = (),
 ) -> tuple[nn.Module, int]:
     """Build an encoder by name, randomly initialised or to be given pretrained weights; return it with its feature dim.
 
@@ -115,13 +119,17 @@ def build_encoder(
         input_std: See ``input_mean``.
         freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode, their pretrained
             statistics unchanged (MSC's rule); ``False``: they train and follow the batches.
+        frozen_modules: Sub-modules of the network kept as built or loaded (``requires_grad_(False)``),
+            by name: ``conv_stem``, ``bn1``, ``blocks.0`` ... for EfficientNet-Lite0, ``conv1``,
+            ``layer1`` ... for ResNets (names relative to the network without its classifier).
 
     Returns:
         The encoder, mapping (B, 3, H, W) to (B, D), and D.
 
     Raises:
         InputError: Pretrained weights asked for a CIFAR-stem ResNet (there are none), or
-            ``freeze_batchnorm`` without pretrained weights (random statistics are nothing to keep).
+            ``freeze_batchnorm`` without pretrained weights (random statistics are nothing to keep),
+            or a name in ``frozen_modules`` that is no sub-module of the network.
     """
     source, _ = resolve_backbone_name(name)
     pretrained = has_pretrained_weights(weights)
@@ -140,12 +148,21 @@ def build_encoder(
             )
             raise InputError(msg)
         return build_pretrained_backbone(
-            name, weights, bn_eval=freeze_batchnorm, input_mean=input_mean, input_std=input_std, load_weights=False
+            name,
+            weights,
+            frozen_modules=frozen_modules,
+            bn_eval=freeze_batchnorm,
+            input_mean=input_mean,
+            input_std=input_std,
+            load_weights=False,
         )
     if source == "cifar":
-        encoder = CifarResNet(CIFAR_RESNETS[name])
-        return encoder, encoder.feature_dim
-    return headless_network(name)
+        encoder: nn.Module = CifarResNet(CIFAR_RESNETS[name])
+        feature_dim = encoder.feature_dim
+    else:
+        encoder, feature_dim = headless_network(name)
+    freeze_modules(encoder, frozen_modules)
+    return encoder, feature_dim
 
 
 def load_encoder_weights(encoder: nn.Module) -> bool:

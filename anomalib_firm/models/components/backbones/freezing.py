@@ -33,3 +33,8 @@ def freeze_modules(module: nn.Module, names: Iterable[str]) -> list[str]:
             parameter.requires_grad_(False)
             frozen.append(f"{name}.{parameter_name}" if name else parameter_name)
     return frozen
+
+
+def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimiser should hold: those not frozen (``requires_grad``)."""
+    return [parameter for parameter in module.parameters() if parameter.requires_grad]

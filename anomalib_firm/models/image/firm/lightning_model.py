@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.backbones.freezing import trainable_parameters
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     ContrastiveAnomalyMixin,
     NormalBatch,
@@ -64,13 +65,18 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
             dict file; loaded when training or a scorer fit starts, never into a network restored from a
-            checkpoint. Every layer trains (BatchNorm: see ``freeze_batchnorm``).
+            checkpoint. Every layer trains unless ``frozen_modules`` (BatchNorm: see ``freeze_batchnorm``).
         freeze_batchnorm: Keep the pretrained encoder's BatchNorm layers in eval mode, their ImageNet
             statistics unchanged, as MSC does. ``None`` (default): on with pretrained ``weights``, off from
             scratch, or when a ``bn_recalibration`` is asked for. Statistics trained on one normal class
             take the pretrained features apart: from the Lite0 weights at 64 px, class 2 of Fashion-MNIST
             scores 0.943 before training with them frozen and 0.891 with training-view statistics (model
             README). Set it to ``False`` to let them train on a large, varied normal set.
+        frozen_modules: Sub-modules of the encoder's network kept as loaded, never trained (``[]``, the
+            default, trains every layer): e.g. ``[conv_stem, bn1, blocks.0, blocks.1, blocks.2,
+            blocks.3, blocks.4]`` for EfficientNet-Lite0, ``[conv1, bn1, layer1, layer2]`` for a
+            ResNet. Worth it from pretrained weights with few normal images: the lower blocks keep
+            their ImageNet features and only the top ones adapt (model README).
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the projection head (1024); smaller (e.g. 256) trains faster on
@@ -141,6 +147,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
         freeze_batchnorm: bool | None = None,
+        frozen_modules: list[str] | None = None,
         image_size: int = 32,
         head_hidden_dim: int = 1024,
         head_layers: int = 2,
@@ -184,6 +191,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
             backbone=backbone,
             weights=weights,
             freeze_batchnorm=freeze_batchnorm,
+            frozen_modules=frozen_modules or (),
             head_hidden_dim=head_hidden_dim,
             head_layers=head_layers,
             embedding_dim=embedding_dim,
@@ -218,7 +226,7 @@ class Firm(ContrastiveAnomalyMixin, AnomalibModule):
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         logger.info("FIRM: SGD peak learning rate %.4g, %d steps of one-cycle schedule.", lr, total_steps)
         optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+            trainable_parameters(self.model), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         scheduler = OneCycleSchedule(optimizer, total_steps, self.warmup_fraction, self.momentum_range)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

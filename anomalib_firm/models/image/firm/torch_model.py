@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -48,6 +49,7 @@ class FirmModel(ContrastiveNetwork):
         weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
             (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
         freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode (their pretrained statistics).
+        frozen_modules: Sub-modules of the encoder's network kept as loaded (see :func:`build_encoder`).
         head_hidden_dim: Hidden width of the projection head.
         head_layers: Linear layers in the head (2 by default; 8 in the authors' code).
         embedding_dim: Output dimension of the head.
@@ -72,6 +74,7 @@ class FirmModel(ContrastiveNetwork):
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
         freeze_batchnorm: bool = False,
+        frozen_modules: Sequence[str] = (),
         head_hidden_dim: int = 1024,
         head_layers: int = 2,
         embedding_dim: int = 128,
@@ -88,7 +91,12 @@ class FirmModel(ContrastiveNetwork):
             msg = f"Unknown FIRM score {score!r}: use 'cos_k', 'angled' or 'ensemble'."
             raise InputError(msg)
         self.encoder, feature_dim = build_encoder(
-            backbone, weights, input_mean=mean, input_std=std, freeze_batchnorm=freeze_batchnorm
+            backbone,
+            weights,
+            input_mean=mean,
+            input_std=std,
+            freeze_batchnorm=freeze_batchnorm,
+            frozen_modules=frozen_modules,
         )
         self.head = ProjectionHead(
             feature_dim,

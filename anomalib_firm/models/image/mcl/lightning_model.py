@@ -46,6 +46,7 @@ from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.backbones.freezing import trainable_parameters
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     ContrastiveAnomalyMixin,
     NormalBatch,
@@ -80,13 +81,18 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             weights for ``backbone``: ``"efficientnet-lite0-package"`` (with ``backbone="efficientnet_lite0"``:
             the ImageNet weights of the installed package, offline), ``"imagenet"`` (download) or a state
             dict file; loaded when training or a scorer fit starts, never into a network restored from a
-            checkpoint. Every layer trains (BatchNorm: see ``freeze_batchnorm``).
+            checkpoint. Every layer trains unless ``frozen_modules`` (BatchNorm: see ``freeze_batchnorm``).
         freeze_batchnorm: Keep the pretrained encoder's BatchNorm layers in eval mode, their ImageNet
             statistics unchanged, as MSC does. ``None`` (default): on with pretrained ``weights``, off from
             scratch, or when a ``bn_recalibration`` is asked for. Statistics trained on one normal class
             take the pretrained features apart: from the Lite0 weights at 64 px, class 2 of Fashion-MNIST
             scores 0.942 before training with them frozen and 0.881 with training-view statistics (model
             README). Set it to ``False`` to let them train on a large, varied normal set.
+        frozen_modules: Sub-modules of the encoder's network kept as loaded, never trained (``[]``, the
+            default, trains every layer): e.g. ``[conv_stem, bn1, blocks.0, blocks.1, blocks.2,
+            blocks.3, blocks.4]`` for EfficientNet-Lite0, ``[conv1, bn1, layer1, layer2]`` for a
+            ResNet. Worth it from pretrained weights with few normal images: the lower blocks keep
+            their ImageNet features and only the top ones adapt (model README).
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the MLP head (2048, the paper's); smaller trains faster on a CPU.
@@ -146,6 +152,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
         freeze_batchnorm: bool | None = None,
+        frozen_modules: list[str] | None = None,
         image_size: int = 32,
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
@@ -193,6 +200,7 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             backbone=backbone,
             weights=weights,
             freeze_batchnorm=freeze_batchnorm,
+            frozen_modules=frozen_modules or (),
             head_hidden_dim=head_hidden_dim,
             embedding_dim=embedding_dim,
             num_classes=num_classes,
@@ -267,7 +275,11 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
         lr = self.learning_rate(items_per_step(self.trainer, "MCL")) if self.scale_lr else self.lr
         logger.info("MCL: SGD learning rate %.4g, %d steps of cosine decay.", lr, total_steps)
         optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=True
+            trainable_parameters(self.model),
+            lr=lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            nesterov=True,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cosine_factor(step, total_steps, self.lr_floor)

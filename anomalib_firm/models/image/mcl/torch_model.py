@@ -18,6 +18,8 @@ ONNX/OpenVINO with the statistics inside.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from anomalib.data import InferenceBatch
 
@@ -66,6 +68,7 @@ class MclModel(ContrastiveNetwork):
         weights: ``None``: random initialisation (the paper); else the encoder's pretrained weights
             (see :func:`build_encoder`), loaded by :meth:`load_pretrained_weights`.
         freeze_batchnorm: Keep a pretrained encoder's BatchNorm layers in eval mode (their pretrained statistics).
+        frozen_modules: Sub-modules of the encoder's network kept as loaded (see :func:`build_encoder`).
         head_hidden_dim: Hidden width of the MLP head (2048).
         embedding_dim: Output dimension of the head (128).
         num_classes: ``C``, normal classes with a Gaussian each (1 in one-class mode).
@@ -81,6 +84,7 @@ class MclModel(ContrastiveNetwork):
         backbone: str = "resnet18_cifar",
         weights: str | None = None,
         freeze_batchnorm: bool = False,
+        frozen_modules: Sequence[str] = (),
         head_hidden_dim: int = 2048,
         embedding_dim: int = 128,
         num_classes: int = 1,
@@ -90,7 +94,9 @@ class MclModel(ContrastiveNetwork):
     ) -> None:
         super().__init__()
         # takes images in [0, 1]
-        self.encoder, feature_dim = build_encoder(backbone, weights, freeze_batchnorm=freeze_batchnorm)
+        self.encoder, feature_dim = build_encoder(
+            backbone, weights, freeze_batchnorm=freeze_batchnorm, frozen_modules=frozen_modules
+        )
         # 512 -> 2048 -> ReLU -> 128 with biases and no BatchNorm, L2-normalised output.
         self.head = ProjectionHead(
             feature_dim, head_hidden_dim, embedding_dim, num_layers=2, batch_norm=False, bias=True

@@ -38,6 +38,7 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 
 from anomalib_firm.models.components.backbones.batch_norm import set_batchnorm_momentum
+from anomalib_firm.models.components.backbones.freezing import trainable_parameters
 from anomalib_firm.models.components.lifecycle import distributed
 from anomalib_firm.models.components.lifecycle.contrastive_mixin import (
     ContrastiveAnomalyMixin,
@@ -192,8 +193,9 @@ class Msc(ContrastiveAnomalyMixin, AnomalibModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Plain SGD over the trainable parameters (frozen stages excluded), constant learning rate."""
-        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
-        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            trainable_parameters(self.model), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
     # ----------------------------------------------------------------- the fixed centre
     def on_fit_start(self) -> None:
