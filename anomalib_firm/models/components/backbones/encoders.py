@@ -156,13 +156,15 @@ def build_encoder(
             input_std=input_std,
             load_weights=False,
         )
-    if source == "cifar":
-        encoder: nn.Module = CifarResNet(CIFAR_RESNETS[name])
-        feature_dim = encoder.feature_dim
-    else:
-        encoder, feature_dim = headless_network(name)
+    encoder, feature_dim = cifar_encoder(name) if source == "cifar" else headless_network(name)
     freeze_modules(encoder, frozen_modules)
     return encoder, feature_dim
+
+
+def cifar_encoder(name: str) -> tuple[nn.Module, int]:
+    """A randomly initialised CIFAR-stem ResNet (``resnet18_cifar``, ``resnet34_cifar``) and its feature dim."""
+    encoder = CifarResNet(CIFAR_RESNETS[name])
+    return encoder, encoder.feature_dim
 
 
 def load_encoder_weights(encoder: nn.Module) -> bool:
