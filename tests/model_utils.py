@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib.engine import Engine
 
 from anomalib_firm.data.batch import OneVsRestImageBatch
 from anomalib_firm.models import Firm, Mcl, Msc
@@ -46,3 +48,16 @@ def tiny_model(name: str, *, with_center: bool = False, **kwargs: Any) -> Firm |
     if with_center:
         model.model.set_center(torch.nn.functional.normalize(torch.ones(model.model.feature_dim), dim=0))
     return model
+
+
+def short_fit_engine(root: Path, train_batches: int) -> Engine:
+    """anomalib's Engine for a quiet one-epoch fit of ``train_batches`` steps, without validation."""
+    return Engine(
+        max_epochs=1,
+        limit_train_batches=train_batches,
+        limit_val_batches=0,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )

@@ -28,6 +28,7 @@ from cli_utils import (
     network_blocked_environment,
     run_anomalib,
 )
+from model_utils import short_fit_engine
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
@@ -56,14 +57,7 @@ def _msc(backbone: str = "resnet18", weights: str | None = "random", **kwargs) -
 
 
 def _fit(model: Msc, root: Path, tmp_path: Path, steps: int = 1) -> Engine:
-    engine = Engine(
-        max_epochs=1,
-        limit_train_batches=steps,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-    )
+    engine = short_fit_engine(tmp_path, train_batches=steps)
     engine.fit(model, datamodule=digits_folder_datamodule(root, train_batch_size=16, eval_batch_size=32))
     return engine
 

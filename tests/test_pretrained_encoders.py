@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from anomalib.engine import Engine
+from model_utils import short_fit_engine
 
 from anomalib_firm.console import InputError
 from anomalib_firm.data import Digits
@@ -93,15 +93,7 @@ def test_a_fit_with_frozen_batchnorm_says_nothing_about_modules_in_eval_mode(mod
     """
     torch.manual_seed(0)
     model = model_class(backbone="efficientnet_lite0", weights=PACKAGE, **SMALL | {"bn_recalibration": None})
-    engine = Engine(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    engine = short_fit_engine(tmp_path, train_batches=1)
     filters_before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -167,15 +159,7 @@ def test_frozen_modules_keep_their_loaded_weights_through_training(model_class, 
     assert not any(
         parameter.requires_grad for name in LITE0_LOWER_BLOCKS for parameter in body.get_submodule(name).parameters()
     )
-    engine = Engine(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    engine = short_fit_engine(tmp_path, train_batches=2)
     reference, _ = build_pretrained_backbone("efficientnet_lite0", PACKAGE)
     engine.fit(model, datamodule=Digits(category=1, train_batch_size=16, num_workers=0))
     assert model.global_step == 2
