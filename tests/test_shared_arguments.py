@@ -49,3 +49,9 @@ def test_model_docstring_keeps_its_own_description_and_sections() -> None:
 def test_mixin_arguments_picks_the_mixins_own() -> None:
     arguments = {"self": None, "image_size": 32, "lr": 0.1, "visualizer": False}
     assert mixin_arguments(arguments) == {"image_size": 32, "visualizer": False}
+
+
+def test_frozen_modules_is_described_once_and_msc_keeps_its_own() -> None:
+    for model in (models.Firm, models.Mcl):
+        assert "kept as loaded, never trained" in _help(model)["frozen_modules"]
+    assert "the paper's rule" in _help(models.Msc)["frozen_modules"]  # MSC's preset, described by MSC

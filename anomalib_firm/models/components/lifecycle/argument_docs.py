@@ -11,10 +11,12 @@ import inspect
 import re
 
 #: Options every model's ``__init__`` has with one meaning (all but ``gather_distributed``, which goes to the loss,
-#: are handed to :class:`ContrastiveAnomalyMixin` unchanged): described once, in the mixin's docstring and
-#: :data:`MODEL_ARGUMENTS_DOC`, and added to a model's docstring that does not describe them (``--model.help``).
+#: and ``frozen_modules``, which goes to the network, are handed to :class:`ContrastiveAnomalyMixin` unchanged):
+#: described once, in the mixin's docstring and :data:`MODEL_ARGUMENTS_DOC`, and added to a model's docstring
+#: that does not describe them (``--model.help``; MSC describes its own ``frozen_modules``, which has a preset).
 SHARED_ARGUMENTS = (
     "gather_distributed",
+    "frozen_modules",
     "mixed_precision",
     "compile_step",
     "max_epochs",
@@ -33,6 +35,12 @@ Args:
     gather_distributed: Under DDP (several processes), compute the loss over the global batch:
         the embeddings of all ranks are gathered with their gradients (default; see the README's
         "Multiple GPUs and long runs"). ``False``: each rank contrasts its own items only.
+    frozen_modules: Sub-modules of the encoder's network kept as loaded, never trained (``[]``, the
+        default, trains every layer): e.g. ``[conv_stem, bn1, blocks.0, blocks.1, blocks.2,
+        blocks.3, blocks.4]`` for EfficientNet-Lite0, ``[conv1, bn1, layer1, layer2]`` for a
+        ResNet. Meant for pretrained weights and few normal images: the lower blocks keep their
+        ImageNet features while the top ones adapt (on Fashion-MNIST it did not lift the start
+        either: model README).
 """
 
 

@@ -88,12 +88,6 @@ class Mcl(ContrastiveAnomalyMixin, AnomalibModule):
             take the pretrained features apart: from the Lite0 weights at 64 px, class 2 of Fashion-MNIST
             scores 0.942 before training with them frozen and 0.881 with training-view statistics (model
             README). Set it to ``False`` to let them train on a large, varied normal set.
-        frozen_modules: Sub-modules of the encoder's network kept as loaded, never trained (``[]``, the
-            default, trains every layer): e.g. ``[conv_stem, bn1, blocks.0, blocks.1, blocks.2,
-            blocks.3, blocks.4]`` for EfficientNet-Lite0, ``[conv1, bn1, layer1, layer2]`` for a
-            ResNet. Meant for pretrained weights and few normal images: the lower blocks keep their
-            ImageNet features while the top ones adapt (on Fashion-MNIST it did not lift the start
-            either: model README).
         image_size: Side of the square network input: 32 for CIFAR-like data; 16 trains 4x faster on
             a CPU; larger for high-resolution parts (images are resized to it in every path).
         head_hidden_dim: Hidden width of the MLP head (2048, the paper's); smaller trains faster on a CPU.
