@@ -149,18 +149,13 @@ def pooled_knn_auroc(model: Any, dm: Any, bn_statistics: str = "moving", num_nei
     return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
 
 
-def prepared_model(
-    model_name: str, options: dict[str, Any], dm: Any, epochs: int, frozen: tuple[str, ...] = ()
-) -> tuple[Any, Any, Any, Any]:
+def prepared_model(model_name: str, options: dict[str, Any], dm: Any, epochs: int) -> tuple[Any, Any, Any, Any]:
     """A fresh model ready to train on ``dm`` for ``epochs``: ``(model, train loader, optimiser, scheduler or None)``.
 
     The optimiser and per-step schedule are the model's own (``configure_optimizers``, which reads
-    the run's step count from a stand-in for the Trainer). ``frozen``: sub-modules of the network
-    (``model.model``) kept as loaded, ``requires_grad_(False)`` (the optimisers skip parameters
-    without gradients).
+    the run's step count from a stand-in for the Trainer).
     """
     from anomalib_firm.models import Firm, Mcl, Msc
-    from anomalib_firm.models.components.backbones.freezing import freeze_modules
 
     model_class = {"firm": Firm, "mcl": Mcl, "msc": Msc}[model_name]
     model = model_class(visualizer=False, evaluator=False, post_processor=False, **options)
@@ -173,7 +168,6 @@ def prepared_model(
         train_dataloader=loader,
     )
     model.load_pretrained_weights()  # as on_fit_start (models given ``weights``; a no-op otherwise)
-    freeze_modules(model.model, frozen)
     if model_name == "msc":  # as Msc.on_fit_start: the centre from the pretrained network
         model.compute_center(batch.image for batch in dm.train_dataloader())
     config = model.configure_optimizers()  # FIRM, MCL: optimiser and per-step schedule; MSC: a constant-rate SGD
@@ -219,8 +213,7 @@ def run(args: argparse.Namespace, task: str, seed: int, workdir: Path) -> dict[s
     dm = datamodule(
         task, seed, workdir, args.train_batch_size, args.max_train_images or None, args.max_test_images or None
     )
-    options = json.loads(args.kw)
-    model, loader, optimizer, scheduler = prepared_model(args.model, options, dm, args.epochs, tuple(args.freeze))
+    model, loader, optimizer, scheduler = prepared_model(args.model, json.loads(args.kw), dm, args.epochs)
     train_images, val_images, val_labels = scoring_images(dm)
     raw = roc_auc_score(val_labels.numpy(), raw_pixel_knn_scores(train_images, val_images).numpy())
     # The pooled k-NN first: the model's own scorer may recalibrate the BatchNorm statistics in place.
@@ -273,12 +266,6 @@ def main() -> None:
     )
     parser.add_argument("--kw", default="{}", help="model options as JSON, e.g. '{\"image_size\": 16}'")
     parser.add_argument(
-        "--freeze",
-        nargs="+",
-        default=[],
-        help="sub-modules of the network kept as loaded, e.g. encoder.body.conv_stem encoder.body.blocks.0",
-    )
-    parser.add_argument(
         "--bn-statistics",
         nargs="+",
         choices=("model", "moving", "normal_images", "training_views"),
@@ -301,7 +288,6 @@ def main() -> None:
     print(common.hardware_description())
     print(
         f"model={args.model} options={args.kw} epochs={args.epochs} every={args.every} bn={args.bn_statistics}"
-        f" frozen={args.freeze or 'none'}"
         f" train_batch_size={args.train_batch_size or 'task default'}"
     )
     rows, curves = [], {}
