@@ -85,3 +85,18 @@ def test_main_exits_non_zero_when_a_benchmark_failed(tool, monkeypatch, capsys):
     assert exited.value.code not in (0, None)
     assert "firm" in str(exited.value.code)
     assert "reported failed jobs" in capsys.readouterr().err
+
+
+def test_no_model_names_runs_none_of_ours(tool, monkeypatch, capsys):
+    """``--models`` without names (as ``--peers``): only the rows asked for, no training, no starting rows."""
+
+    def not_expected(config: dict, workdir: Path) -> list:
+        raise AssertionError("no model of ours should be trained")
+
+    monkeypatch.setattr(tool, "run_benchmark", not_expected)
+    monkeypatch.setattr(tool, "raw_pixel_knn_auroc", lambda data_args, category: 0.5)
+    monkeypatch.setattr(sys, "argv", ["benchmark_accuracy.py", "--models", "--peers", "--classes", "0"])
+    tool.main()
+    printed = capsys.readouterr().out
+    assert "raw-pixel 5-NN" in printed
+    assert "before training" not in printed

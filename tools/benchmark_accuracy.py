@@ -209,7 +209,9 @@ def reference_rows(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=("quick", "medium", "full"), default="quick")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="*", choices=MODELS, default=list(MODELS), help="our models to run (no names: none)"
+    )
     parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--baseline-only", action="store_true", help="only the rows that train none of our models")
     parser.add_argument(
