@@ -129,14 +129,61 @@ def raw_auroc(model: Any, loader: Any, score: Callable[[Any, torch.Tensor], torc
     return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
 
 
-def peer_auroc(build: Callable[[], Any], datamodule: Any, workdir: Any) -> float:
-    """Fit an anomalib model (weights loaded first) with anomalib's Engine; the AUROC of its raw test scores."""
-    from anomalib.engine import Engine
+#: glibc's ``mallopt`` parameter for the size above which allocations are memory-mapped (``M_MMAP_THRESHOLD``).
+_M_MMAP_THRESHOLD = -3
 
+
+def map_large_allocations(threshold_bytes: int = 1 << 20) -> bool:
+    """Make glibc memory-map (and so return) every allocation above ``threshold_bytes``; False if not glibc.
+
+    anomalib's coreset selection allocates a temporary of the whole projected memory bank at each of its
+    thousands of iterations. glibc's adaptive threshold then serves them from its heap, which on some runs
+    grows without bound (measured: the quick PatchCore row's process at 10-24 GB and killed, 10x slower;
+    with a fixed threshold 1.1 GB in every run).
+    """
+    import ctypes
+    import ctypes.util
+
+    library = ctypes.util.find_library("c")
+    if library is None or "libc.so" not in library:
+        return False
+    try:
+        return bool(ctypes.CDLL(library).mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
+    except AttributeError:  # a libc without mallopt (musl)
+        return False
+
+
+#: ``(category, message regex)`` of what Lightning says, harmlessly, when anomalib's memory-bank models fit.
+PEER_FIT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (UserWarning, r"`LightningModule.configure_optimizers` returned `None`"),  # nothing to optimise
+    (UserWarning, r"Found \d+ module\(s\) in eval mode at the start of training"),  # the frozen extractor
+)
+
+
+def peer_auroc(build: Callable[[], Any], datamodule: Any, workdir: Any, seed: int) -> float:
+    """Fit an anomalib model (weights loaded first) with anomalib's Engine; the AUROC of its raw test scores.
+
+    Seeded before the model is built: PaDiM draws its feature subset from Python's ``random``, PatchCore's
+    coreset its projection and first patch from torch's generator.
+    """
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_firm.console import RUN_WARNINGS, ignored_warnings
+
+    seed_everything(seed, verbose=False)
     model = build()
     load_lite0_into(model)
-    engine = Engine(default_root_dir=workdir, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    engine.fit(model, datamodule=datamodule)
+    engine = Engine(
+        default_root_dir=workdir,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with ignored_warnings(RUN_WARNINGS + PEER_FIT_WARNINGS):
+        engine.fit(model, datamodule=datamodule)
     model.eval()
 
     def score(fitted: Any, images: torch.Tensor) -> torch.Tensor:

@@ -182,6 +182,7 @@ def reference_rows(
     from anomalib_firm.registry import MODELS as MODEL_PACKAGES
 
     whole_class = data_args.get("max_train_images") is None
+    seed = load_config(args.protocol, "firm", args.classes)["benchmark"]["seed"]  # the protocol's (every config's)
     builders = {name: (build, data_args) for name, build in references.peer_models(whole_class, args.peers).items()}
     classes = {name.lower(): getattr(models, name) for name in MODEL_PACKAGES}
     for model in args.models:
@@ -199,7 +200,7 @@ def reference_rows(
                 datamodule = FashionMNIST(**{**arguments, "category": category})
                 datamodule.setup()
                 if "anomalib;" in name:
-                    table[name][category] = references.peer_auroc(build, datamodule, workdir)
+                    table[name][category] = references.peer_auroc(build, datamodule, workdir, seed)
                 else:
                     table[name][category] = references.starting_auroc(build(), datamodule)
                 progress.step(f"{name.split(' (')[0]}, class {category}: AUROC {table[name][category]:.3f}")
@@ -227,6 +228,7 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep anomalib's outputs here (default: temp)")
     args = parser.parse_args()
+    references.map_large_allocations()
 
     # The images every model sees (the batch sizes differ per model and do not matter here).
     data_args = {
