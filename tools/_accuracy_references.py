@@ -138,8 +138,7 @@ def map_large_allocations(threshold_bytes: int = 1 << 20) -> bool:
 
     anomalib's coreset selection allocates a temporary of the whole projected memory bank at each of its
     thousands of iterations. glibc's adaptive threshold then serves them from its heap, which on some runs
-    grows without bound (measured: the quick PatchCore row's process at 10-24 GB and killed, 10x slower;
-    with a fixed threshold 1.1 GB in every run).
+    grows by gigabytes until the process is killed (measurements in docs/experiments, issue 30).
     """
     import ctypes
     import ctypes.util
