@@ -170,6 +170,7 @@ def peer_auroc(build: Callable[[], Any], datamodule: Any, workdir: Any, seed: in
 
     from anomalib_firm.console import RUN_WARNINGS, ignored_warnings
 
+    map_large_allocations()  # PatchCore's coreset selection; once set, it stays for the process
     seed_everything(seed, verbose=False)
     model = build()
     load_lite0_into(model)

@@ -174,15 +174,21 @@ def seeded_model(model_class: type, init_args: dict, seed: int) -> Any:
 
 
 def reference_rows(
-    args: argparse.Namespace, data_args: dict, table: dict[str, dict[int, float]], durations: dict[str, float]
+    args: argparse.Namespace,
+    data_args: dict,
+    seed: int,
+    table: dict[str, dict[int, float]],
+    durations: dict[str, float],
 ) -> None:
-    """Add to ``table`` anomalib's models on the Lite0 weights and each of ``args.models`` before training."""
+    """Add to ``table`` anomalib's models on the Lite0 weights and each of ``args.models`` before training.
+
+    ``seed``: the protocol's, set before each of anomalib's models is built.
+    """
     from anomalib_firm import models
     from anomalib_firm.data import FashionMNIST
     from anomalib_firm.registry import MODELS as MODEL_PACKAGES
 
     whole_class = data_args.get("max_train_images") is None
-    seed = load_config(args.protocol, "firm", args.classes)["benchmark"]["seed"]  # the protocol's (every config's)
     builders = {name: (build, data_args) for name, build in references.peer_models(whole_class, args.peers).items()}
     classes = {name.lower(): getattr(models, name) for name in MODEL_PACKAGES}
     for model in args.models:
@@ -224,16 +230,16 @@ def main() -> None:
         choices=references.PEERS,
         default=list(references.PEERS),
         help="anomalib's models to run as reference rows (PatchCore's coreset over the whole class of the "
-        "medium protocol: about 25 min a class, measured on one AVX2 core beside another job)",
+        "medium protocol: 8 to 28 min a class, measured on one AVX2 core)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep anomalib's outputs here (default: temp)")
     args = parser.parse_args()
-    references.map_large_allocations()
 
-    # The images every model sees (the batch sizes differ per model and do not matter here).
+    # The images every model sees and the protocol's seed (the batch sizes differ per model and do not matter here).
+    reference_config = load_config(args.protocol, "firm", args.classes)["benchmark"]
     data_args = {
         key: value
-        for key, value in load_config(args.protocol, "firm", args.classes)["benchmark"]["data"]["init_args"].items()
+        for key, value in reference_config["data"]["init_args"].items()
         if key not in ("category", "train_batch_size", "eval_batch_size")
     }
     table: dict[str, dict[int, float]] = {"raw-pixel 5-NN": {}}
@@ -242,7 +248,7 @@ def main() -> None:
     settings: dict[str, str] = {}
     durations: dict[str, float] = {}
     if not args.no_references:
-        reference_rows(args, data_args, table, durations)
+        reference_rows(args, data_args, reference_config["seed"], table, durations)
         print_table(args.protocol, args.classes, data_args, table, settings, durations)
     failures: list[str] = []
     models = [] if args.baseline_only else args.models
